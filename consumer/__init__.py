@@ -1,0 +1,1 @@
+"""The labelwatch service shell: settings, Kafka loop, embedding, metrics and the CLI."""

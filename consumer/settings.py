@@ -1,0 +1,91 @@
+"""Service settings: read once at the entry point, from flags and ``LABELWATCH_*`` variables."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from detectors import Combiner, MonitorConfig
+
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+
+
+class Settings(BaseSettings):
+    """Every knob of labelwatch. Each field ``x_y`` is the flag ``--x-y`` and the variable ``LABELWATCH_X_Y``."""
+
+    model_config = SettingsConfigDict(env_prefix="LABELWATCH_", frozen=True, extra="forbid")
+
+    # Kafka topics and group
+    bootstrap_servers: str = Field("localhost:9092", description="Kafka bootstrap servers, HOST:PORT[,HOST:PORT].")
+    input_topic: str = Field("annotations", description="Topic of AnnotatedSample messages.")
+    review_topic: str = Field("label-reviews", description="Topic that receives ReviewEvents.")
+    dlq_topic: str = Field("annotations-dlq", description="Dead-letter topic for rejected input.")
+    group_id: str = Field("labelwatch", description="Kafka consumer group id.")
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", description="Where a new group starts reading.")
+    max_poll_records: int = Field(500, ge=1, description="Micro-batch size: records per poll.")
+    poll_timeout_ms: int = Field(500, ge=1, description="How long one poll waits for records.")
+    max_message_bytes: int = Field(1_048_576, ge=1, description="Larger input records go to the DLQ.")
+    # Kafka security, passed through to kafka-python
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_password: SecretStr | None = None
+    # Embedding
+    embedding_model: str = Field(
+        DEFAULT_EMBEDDING_MODEL,
+        description="sentence-transformers model name or local path; the default ships offline.")
+    embedding_batch_size: int = Field(64, ge=1, description="Texts per model call.")
+    embedding_device: str = Field("cpu", description="Torch device for the embedding model.")
+    # Detectors
+    n_clusters: int = Field(32, ge=1, description="K of the mini-batch K-means clusters.")
+    cluster_window: int = Field(4096, ge=1, description="Recent samples the cluster label counts cover.")
+    min_cluster_size: int = Field(10, ge=1, description="Smaller clusters do not judge.")
+    min_majority: float = Field(0.8, gt=0, le=1, description="Majority share a cluster needs to judge.")
+    model_confidence: float = Field(0.5, gt=0, le=1, description="Probability the online model needs to flag.")
+    model_warmup: int = Field(50, ge=0, description="Samples the online model learns before judging.")
+    user_weight: float = Field(0.5, ge=0, le=1, description="Weight of the producer's own prediction.")
+    policy: str = Field("union", description="How signals combine: union, intersection or vote:K.")
+    seed: int = Field(0, description="Seeds every detector.")
+    # Metrics and logs
+    metrics_host: str = Field("0.0.0.0", description="Bind address of the /metrics endpoint.")
+    metrics_port: int = Field(9108, ge=0, le=65535, description="Port of /metrics; 0 turns it off.")
+    log_level: str = Field("INFO", description="Logging level.")
+
+    @field_validator("policy")
+    @classmethod
+    def _policy_parses(cls, value: str) -> str:
+        return str(Combiner.parse(value))
+
+    def monitor_config(self) -> MonitorConfig:
+        """The detectors' configuration, shared by every dataset."""
+        return MonitorConfig(
+            n_clusters=self.n_clusters, cluster_window=max(self.cluster_window, self.n_clusters),
+            min_cluster_size=self.min_cluster_size, min_majority=self.min_majority,
+            model_confidence=self.model_confidence, model_warmup=self.model_warmup,
+            user_weight=self.user_weight, policy=self.policy, seed=self.seed,
+        )
+
+    def kafka_config(self) -> dict[str, Any]:
+        """Connection and security options shared by the consumer and producer."""
+        config: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "security_protocol": self.security_protocol,
+        }
+        optional = {
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_plain_username": self.sasl_username,
+            "sasl_plain_password": self.sasl_password.get_secret_value() if self.sasl_password else None,
+            "ssl_cafile": self.ssl_cafile,
+            "ssl_certfile": self.ssl_certfile,
+            "ssl_keyfile": self.ssl_keyfile,
+            "ssl_password": self.ssl_password.get_secret_value() if self.ssl_password else None,
+        }
+        config.update({key: value for key, value in optional.items() if value is not None})
+        return config

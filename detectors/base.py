@@ -1,0 +1,118 @@
+"""The contract every detector keeps, and the values they exchange.
+
+Scores point one way everywhere in labelwatch: in [0, 1], **higher means more likely mislabeled**.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A micro-batch of samples of one dataset, in stream order.
+
+    ``vectors`` is an ``(n, d)`` float32 array; ``labels`` the given labels; ``user_probas`` the
+    producer's own model probabilities per sample, or ``None`` where a sample carries none.
+    """
+
+    vectors: np.ndarray
+    labels: Sequence[str]
+    user_probas: Sequence[Mapping[str, float] | None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.vectors.ndim != 2:
+            raise ValueError(f"vectors must be 2-d, got shape {self.vectors.shape}")
+        if len(self.labels) != len(self.vectors):
+            raise ValueError("vectors and labels must have the same length")
+        if self.user_probas is not None and len(self.user_probas) != len(self.labels):
+            raise ValueError("user_probas and labels must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @classmethod
+    def of(cls, vectors, labels, user_probas=None) -> Batch:
+        """Build a batch from array-likes, casting vectors to float32."""
+        return cls(np.asarray(vectors, dtype=np.float32).reshape(len(labels), -1), list(labels), user_probas)
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """One detector's judgement of one sample.
+
+    ``score`` is in [0, 1], higher means more likely mislabeled; ``flagged`` is the detector's own
+    verdict; ``suggested_label`` is the label it believes instead, if any.
+    """
+
+    score: float
+    flagged: bool
+    suggested_label: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+NEUTRAL = Signal(score=0.0, flagged=False, details={"warming_up": True})
+"""What a detector says while it has too little evidence: not suspect, not flagged."""
+
+
+class Detector(ABC):
+    """A streaming label-error detector over vectors and labels.
+
+    Subclasses implement :meth:`score_many` (judge samples with what was learned so far) and
+    :meth:`learn_many` (absorb samples). :meth:`process_many` runs them test-then-train, so no
+    sample is ever judged by a detector that has already learned it.
+    """
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def score_many(self, batch: Batch) -> list[Signal]:
+        """Judge each sample of ``batch`` without learning from it."""
+
+    @abstractmethod
+    def learn_many(self, batch: Batch) -> None:
+        """Update the detector's state with ``batch``."""
+
+    def process_many(self, batch: Batch) -> list[Signal]:
+        """Score ``batch`` out of sample, then learn from it."""
+        if len(batch) == 0:
+            return []
+        signals = self.score_many(batch)
+        self.learn_many(batch)
+        return signals
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class LabelIndex:
+    """A growing, stable mapping between label strings and dense integer ids.
+
+    >>> index = LabelIndex()
+    >>> index.encode(["cat", "dog", "cat"]).tolist()
+    [0, 1, 0]
+    >>> index.labels
+    ['cat', 'dog']
+    """
+
+    def __init__(self) -> None:
+        self.labels: list[str] = []
+        self._ids: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def id_of(self, label: str) -> int:
+        found = self._ids.get(label)
+        if found is None:
+            found = self._ids[label] = len(self.labels)
+            self.labels.append(label)
+        return found
+
+    def encode(self, labels: Sequence[str]) -> np.ndarray:
+        return np.fromiter((self.id_of(label) for label in labels), dtype=np.int64, count=len(labels))

@@ -1,0 +1,170 @@
+"""Cluster disagreement: a label that differs from its cluster's majority is suspect."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.cluster import MiniBatchKMeans
+
+from detectors.base import NEUTRAL, Batch, Detector, LabelIndex, Signal
+
+
+class ClusterDisagreement(Detector):
+    """Flags samples whose label disagrees with the majority label of their K-means cluster.
+
+    Clusters come from scikit-learn's ``MiniBatchKMeans``, updated with ``partial_fit`` on every
+    micro-batch. Label counts are kept over a bounded window of the most recent ``window``
+    samples, and **recomputed against the current centroids after every update**. A refit moves
+    centroids and so changes earlier assignments; recounting the window means a count never
+    refers to a cluster its sample no longer belongs to, and memory stays bounded. Lifetime
+    per-cluster totals are kept separately in :attr:`cluster_totals`.
+
+    A sample is flagged when its cluster holds at least ``min_cluster_size`` window members, the
+    majority label holds at least ``min_majority`` of them, and the sample's label is not it. The
+    score is the share of the cluster that does *not* carry the sample's label.
+
+    Parameters
+    ----------
+    n_clusters
+        K, the number of clusters.
+    window
+        How many recent samples the label counts cover.
+    min_cluster_size
+        Fewer members than this and the cluster has no opinion.
+    min_majority
+        The majority label's share needed before disagreeing with it is suspect.
+    seed
+        Seeds K-means.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> centers = np.array([[0.0, 0.0], [10.0, 10.0]])
+    >>> detector = ClusterDisagreement(n_clusters=2, min_cluster_size=5, seed=0)
+    >>> for _ in range(5):
+    ...     which = rng.integers(0, 2, 40)
+    ...     vectors = centers[which] + rng.normal(size=(40, 2))
+    ...     _ = detector.process_many(Batch.of(vectors, ["ab"[w] for w in which]))
+    >>> signal, = detector.score_many(Batch.of([[10.0, 10.0]], ["a"]))
+    >>> (signal.flagged, signal.suggested_label, round(signal.score, 2))
+    (True, 'b', 1.0)
+    """
+
+    name = "cluster"
+
+    def __init__(
+        self,
+        n_clusters: int = 32,
+        *,
+        window: int = 4096,
+        min_cluster_size: int = 10,
+        min_majority: float = 0.8,
+        seed: int = 0,
+    ):
+        if n_clusters < 1:
+            raise ValueError("n_clusters must be at least 1")
+        if window < n_clusters:
+            raise ValueError("window must hold at least n_clusters samples")
+        self.n_clusters = n_clusters
+        self.window = window
+        self.min_cluster_size = min_cluster_size
+        self.min_majority = min_majority
+        self.seed = seed
+        self._kmeans = MiniBatchKMeans(n_clusters=n_clusters, random_state=seed, n_init=1)
+        self._fitted = False
+        self._labels = LabelIndex()
+        self._vectors: np.ndarray | None = None  # ring buffer of recent vectors
+        self._label_ids = np.zeros(window, dtype=np.int64)
+        self._assigned = np.zeros(window, dtype=np.int64)
+        self._filled = 0
+        self._next = 0
+        self._counts = np.zeros((n_clusters, 0), dtype=np.int64)
+        self.cluster_totals = np.zeros(n_clusters, dtype=np.int64)
+
+    def __repr__(self) -> str:
+        return f"ClusterDisagreement(n_clusters={self.n_clusters}, window={self.window})"
+
+    @property
+    def is_fitted(self) -> bool:
+        return self._fitted
+
+    def assign(self, vectors: np.ndarray) -> np.ndarray:
+        """The current cluster of each vector (``-1`` before K-means has enough data)."""
+        if not self._fitted:
+            return np.full(len(vectors), -1, dtype=np.int64)
+        return self._kmeans.predict(np.asarray(vectors, dtype=np.float32)).astype(np.int64)
+
+    def score_many(self, batch: Batch) -> list[Signal]:
+        if not self._fitted:
+            return [NEUTRAL] * len(batch)
+        clusters = self.assign(batch.vectors)
+        signals = []
+        for cluster, label in zip(clusters.tolist(), batch.labels):
+            counts = self._counts[cluster]
+            size = int(counts.sum())
+            if size < self.min_cluster_size:
+                signals.append(Signal(0.0, False, details={"cluster_id": cluster, "cluster_size": size}))
+                continue
+            majority = int(counts.argmax())
+            majority_share = counts[majority] / size
+            own = counts[self._labels._ids[label]] if label in self._labels._ids else 0
+            score = float(1.0 - own / size)
+            majority_label = self._labels.labels[majority]
+            flagged = majority_label != label and majority_share >= self.min_majority
+            signals.append(
+                Signal(
+                    score,
+                    flagged,
+                    majority_label if majority_label != label else None,
+                    {"cluster_id": cluster, "cluster_size": size, "majority_label": majority_label,
+                     "majority_share": round(float(majority_share), 4)},
+                )
+            )
+        return signals
+
+    def learn_many(self, batch: Batch) -> None:
+        if len(batch) == 0:
+            return
+        label_ids = self._labels.encode(batch.labels)
+        self._remember(batch.vectors, label_ids)
+        if not self._fitted:
+            if self._filled < self.n_clusters:
+                return
+            self._kmeans.partial_fit(self._window_vectors())
+            self._fitted = True
+        else:
+            self._kmeans.partial_fit(batch.vectors)
+        self.cluster_totals += np.bincount(self.assign(batch.vectors), minlength=self.n_clusters)
+        self._recount()
+
+    def label_counts(self) -> dict[int, dict[str, int]]:
+        """Label counts of each cluster over the window, under the current centroids.
+
+        A cluster with several labels of real weight is a cluster worth reviewing.
+        """
+        return {
+            cluster: {self._labels.labels[j]: int(n) for j, n in enumerate(row) if n}
+            for cluster, row in enumerate(self._counts)
+        }
+
+    def _window_vectors(self) -> np.ndarray:
+        return self._vectors[: self._filled]
+
+    def _remember(self, vectors: np.ndarray, label_ids: np.ndarray) -> None:
+        if self._vectors is None:
+            self._vectors = np.zeros((self.window, vectors.shape[1]), dtype=np.float32)
+        n = len(vectors)
+        if n >= self.window:
+            vectors, label_ids, n = vectors[-self.window :], label_ids[-self.window :], self.window
+        slots = (self._next + np.arange(n)) % self.window
+        self._vectors[slots] = vectors
+        self._label_ids[slots] = label_ids
+        self._next = int((self._next + n) % self.window)
+        self._filled = min(self.window, self._filled + n)
+
+    def _recount(self) -> None:
+        n_labels = len(self._labels)
+        assigned = self.assign(self._window_vectors())
+        self._assigned[: self._filled] = assigned
+        flat = assigned * n_labels + self._label_ids[: self._filled]
+        self._counts = np.bincount(flat, minlength=self.n_clusters * n_labels).reshape(self.n_clusters, n_labels)

@@ -1,0 +1,18 @@
+"""Wire models of labelwatch: what producers send, what reviewers receive, what was rejected."""
+
+from schemas.dead_letter import DeadLetter
+from schemas.review import Reason, ReviewEvent, SourcePosition, make_event_id
+from schemas.sample import AnnotatedSample, UserPrediction
+from schemas.json_schema import SCHEMA_MODELS, json_schemas
+
+__all__ = [
+    "AnnotatedSample",
+    "DeadLetter",
+    "Reason",
+    "ReviewEvent",
+    "SCHEMA_MODELS",
+    "SourcePosition",
+    "UserPrediction",
+    "json_schemas",
+    "make_event_id",
+]

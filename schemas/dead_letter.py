@@ -1,0 +1,55 @@
+"""A rejected input record, kept whole with the reason it was rejected."""
+
+from __future__ import annotations
+
+import base64
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.review import SourcePosition
+
+
+class DeadLetter(BaseModel):
+    """An input record that labelwatch could not process.
+
+    The original bytes survive untouched: as text when they are valid UTF-8, otherwise base64.
+
+    >>> d = DeadLetter.from_bytes(b"\\xff\\xfe", reason="not UTF-8")
+    >>> (d.encoding, d.original_bytes())
+    ('base64', b'\\xff\\xfe')
+    >>> DeadLetter.from_bytes(b'{"x": 1}', reason="missing label").original
+    '{"x": 1}'
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    reason: str = Field(description="Why the record was rejected, readable by a human.")
+    error_type: str = Field(default="invalid", description="A short machine-readable kind of rejection.")
+    original: str | None = Field(description="The original record value, as text or base64.")
+    encoding: str = Field(default="utf-8", pattern="^(utf-8|base64)$")
+    source: SourcePosition | None = None
+
+    @classmethod
+    def from_bytes(
+        cls,
+        value: bytes | None,
+        *,
+        reason: str,
+        error_type: str = "invalid",
+        source: SourcePosition | None = None,
+    ) -> DeadLetter:
+        if value is None:
+            return cls(reason=reason, error_type=error_type, original=None, source=source)
+        try:
+            return cls(reason=reason, error_type=error_type, original=value.decode("utf-8"), source=source)
+        except UnicodeDecodeError:
+            encoded = base64.b64encode(value).decode("ascii")
+            return cls(reason=reason, error_type=error_type, original=encoded, encoding="base64", source=source)
+
+    def original_bytes(self) -> bytes | None:
+        """The record value exactly as it arrived."""
+        if self.original is None:
+            return None
+        if self.encoding == "base64":
+            return base64.b64decode(self.original)
+        return self.original.encode("utf-8")

@@ -1,0 +1,60 @@
+"""The output message: a sample that a reviewer should look at."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SourcePosition(BaseModel):
+    """Where a record was read from: its Kafka topic, partition and offset."""
+
+    model_config = ConfigDict(frozen=True)
+
+    topic: str
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0)
+
+
+class Reason(BaseModel):
+    """One detector's evidence that a label is wrong. ``score`` is in [0, 1], higher is more suspect."""
+
+    model_config = ConfigDict(frozen=True)
+
+    detector: str
+    score: float = Field(ge=0.0, le=1.0)
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+def make_event_id(dataset: str, sample_id: str, label: str, verdict: str) -> str:
+    """A deterministic id for one verdict on one sample, so that a replay yields the same id.
+
+    >>> make_event_id("default", "a1", "cat", "flagged") == make_event_id("default", "a1", "cat", "flagged")
+    True
+    >>> make_event_id("default", "a1", "cat", "flagged") == make_event_id("default", "a1", "dog", "flagged")
+    False
+    """
+    key = "\x1f".join((dataset, sample_id, label, verdict)).encode()
+    return hashlib.blake2b(key, digest_size=16).hexdigest()
+
+
+class ReviewEvent(BaseModel):
+    """A suspect label, put on the review-queue topic for a human to check.
+
+    ``score`` is the combined probability-like suspicion in [0, 1]: higher means more likely mislabeled.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str = Field(description="Deterministic from dataset, sample, label and verdict.")
+    dataset: str
+    sample_id: str
+    label: str
+    suggested_label: str | None = None
+    score: float = Field(ge=0.0, le=1.0)
+    reasons: list[Reason]
+    cluster_id: int | None = None
+    annotator_id: str | None = None
+    source: SourcePosition | None = Field(default=None, description="Kafka position, when read from Kafka.")
