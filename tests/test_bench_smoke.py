@@ -1,0 +1,29 @@
+"""Smoke test of the throughput benchmark: ``bench/throughput.py --quick`` runs and reports ratios."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+ROW = re.compile(r"^\| (Vectors|Texts) .*\| ([0-9][0-9.,]*) \|$", re.MULTILINE)
+
+
+@pytest.mark.kafka
+def test_quick_benchmark_writes_both_ratios(tmp_path):
+    out = tmp_path / "b.md"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "throughput.py"), "--quick", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=110,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    text = out.read_text(encoding="utf-8")
+    assert "<!-- throughput:start -->" in text and "<!-- throughput:end -->" in text
+    assert "bench/throughput.py --quick --out" in text  # the exact command is recorded
+    ratios = {path: float(value.replace(",", "")) for path, value in ROW.findall(text)}
+    assert set(ratios) == {"Vectors", "Texts"}, text
+    assert all(ratio > 0 for ratio in ratios.values()), ratios
