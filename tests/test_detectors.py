@@ -320,3 +320,14 @@ def test_monitor_combines_every_detector():
     assert wrong.verdict.flagged and wrong.verdict.suggested_label == "b"
     assert isinstance(wrong.cluster_id, int)
     assert not right.verdict.flagged
+
+
+def test_cluster_totals_count_samples_learned_before_kmeans_was_fitted():
+    # batches smaller than K: K-means fits only once K samples are in the window; the samples it was
+    # fitted on are still samples the clusters hold, and "lifetime totals" must count them
+    detector = ClusterDisagreement(n_clusters=4, min_cluster_size=1, window=64, seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        detector.process_many(Batch.of(rng.normal(size=(2, 3)), ["a", "b"]))
+    assert sum(n for row in detector.label_counts().values() for n in row.values()) == 10
+    assert detector.cluster_totals.sum() == 10
