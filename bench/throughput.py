@@ -77,13 +77,6 @@ class Timing:
     def rate(self) -> float:
         return self.n / self.seconds if self.seconds > 0 else float("nan")
 
-    @property
-    def rate_after_join(self) -> float | None:
-        """Approximate steady rate: the first poll's records are fetched before the join is seen."""
-        if self.join_seconds is None or self.seconds <= self.join_seconds:
-            return None
-        return self.n / (self.seconds - self.join_seconds)
-
 
 @dataclass
 class Row:
@@ -92,6 +85,7 @@ class Row:
     baseline_name: str
     baseline: Timing
     notes: str = ""
+    warning: str = ""
 
     @property
     def ratio(self) -> float:
@@ -256,8 +250,13 @@ def measure_vectors(base: Settings, n: int, seed: int, timeout: float, say) -> R
                f"~{size / 1024:.1f} KiB per message")
 
 
-def measure_texts(base: Settings, n: int, seed: int, timeout: float, say) -> Row:
-    settings = fresh_settings(base, "texts")
+def max_poll_interval_s(settings: Settings) -> float:
+    """The ``max_poll_interval_ms`` that ``LabelwatchService._consumer`` derives, in seconds."""
+    return max(10_000, settings.poll_timeout_ms * 4) / 1000
+
+
+def measure_texts(base: Settings, n: int, seed: int, timeout: float, poll_records: int, say) -> Row:
+    settings = fresh_settings(base, "texts").model_copy(update={"max_poll_records": poll_records})
     values, texts = text_messages(n, seed)
     embedder = SentenceEmbedder(settings.embedding_model, batch_size=settings.embedding_batch_size,
                                 device=settings.embedding_device)
@@ -273,12 +272,28 @@ def measure_texts(base: Settings, n: int, seed: int, timeout: float, say) -> Row
                  normalize_embeddings=True, show_progress_bar=False)
     baseline = Timing(n, time.perf_counter() - started)
     say(f"texts: baseline {baseline.rate:,.1f}/s ({baseline.seconds:.2f}s)")
+    limit = max_poll_interval_s(settings)
+    warning = ""
+    default_poll = base.max_poll_records / baseline.rate
+    if default_poll > limit:
+        warning = (
+            f"With the default `max_poll_records` {base.max_poll_records}, one poll of texts needs about "
+            f"{default_poll:.0f}s of encoding here ({base.max_poll_records} / {baseline.rate:.1f} per s), more "
+            f"than the service's `max_poll_interval_ms` of {limit:.0f}s: kafka-python leaves the group, the "
+            f"batch's commit raises `CommitFailedError` and `LabelwatchService.run` dies (and a restart would "
+            f"replay the same batch and die again). The text path is therefore measured with "
+            f"`max_poll_records` {poll_records} (about {poll_records / baseline.rate:.1f}s per poll).")
+        say("texts: WARNING: " + warning)
+    if poll_records / baseline.rate > 0.8 * limit:
+        say(f"texts: WARNING: {poll_records} texts per poll need ~{poll_records / baseline.rate:.1f}s, close to or "
+            f"above max_poll_interval {limit:.0f}s; lower --text-poll-records if the service fails")
     service = run_service(settings, embedder, n, timeout)
     say(f"texts: service  {service.rate:,.1f}/s ({service.seconds:.2f}s)")
     mean_chars = sum(map(len, texts)) / len(texts)
     return Row("Texts (reviews, embedded by the service)", service,
                f"`SentenceTransformer.encode`, batch {settings.embedding_batch_size}", baseline,
-               f"mean {mean_chars:.0f} chars per review")
+               f"mean {mean_chars:.0f} chars per review, `max_poll_records` {poll_records} for the service",
+               warning)
 
 
 # ----------------------------------------------------------------------------------- report
@@ -341,8 +356,7 @@ def section(rows: list[Row], args: argparse.Namespace, settings: Settings, comma
     def join(name: str, timing: Timing) -> str:
         if timing.join_seconds is None:
             return ""
-        after = timing.rate_after_join
-        return f", {name} {timing.join_seconds:.2f}s" + (f" (then {_fmt_rate(after)}/s)" if after else "")
+        return f", {name} {timing.join_seconds:.2f}s"
 
     joins = "; ".join(
         f"{row.path.split(' (')[0].lower()}: " + (join("service", row.service) + join("baseline", row.baseline))[2:]
@@ -367,9 +381,10 @@ def section(rows: list[Row], args: argparse.Namespace, settings: Settings, comma
         table(rows),
         "",
         f"- End to end: each time runs from the consumer's creation until the N-th record was consumed, so it "
-        f"includes start-up and the consumer-group join, which took ({joins}; the rate after the join is N over the time left, approximate). The service's time also covers producing "
+        f"includes start-up and the consumer-group join, which took about ({joins}) until the first poll saw the partition assigned. The service's time also covers producing "
         f"its review events (acks=all), waiting for their acknowledgement and committing offsets per batch.",
-        f"- Settings: `Settings()` defaults (`max_poll_records` {settings.max_poll_records}, "
+        f"- Settings: `Settings()` defaults (`max_poll_records` {settings.max_poll_records}, except for the text "
+        f"path, see below; "
         f"`poll_timeout_ms` {settings.poll_timeout_ms}, `embedding_batch_size` {settings.embedding_batch_size}, "
         f"K {settings.n_clusters}, window {settings.cluster_window}, policy {settings.policy}); metrics port off; "
         f"a fresh topic and group per measurement; the input is produced before either side starts.",
@@ -381,6 +396,7 @@ def section(rows: list[Row], args: argparse.Namespace, settings: Settings, comma
         "model; model loading is excluded from both sides. The service encodes each poll's texts in "
         "its own call.",
         "- One run, one measurement per cell: expect a few percent of run-to-run noise.",
+        *(f"- **Warning:** {row.warning}" for row in rows if row.warning),
         END,
     ])
 
@@ -406,6 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="Tiny sizes, for a smoke test.")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md",
                         help="Markdown file whose Throughput section is (re)written (default docs/benchmarks.md).")
+    parser.add_argument("--text-poll-records", type=int, default=64,
+                        help="max_poll_records of the text measurement (default 64): with the default 500 a "
+                             "poll of texts outlasts max_poll_interval_ms on a small CPU and the service dies.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the data and the label noise.")
     parser.add_argument("--timeout", type=float, default=None,
                         help="Seconds each consumer may take before the run fails (default 900; 90 with --quick).")
@@ -413,8 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     n_vectors = args.n_vectors or (500 if args.quick else 20_000)
     n_texts = args.n_texts or (100 if args.quick else 2_000)
     timeout = args.timeout or (90.0 if args.quick else 900.0)
-    if n_vectors < 1 or n_texts < 1:
-        parser.error("--n-vectors and --n-texts must be positive")
+    if n_vectors < 1 or n_texts < 1 or args.text_poll_records < 1:
+        parser.error("--n-vectors, --n-texts and --text-poll-records must be positive")
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -428,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"Tansu broker on {broker.bootstrap_servers}")
         base = Settings().model_copy(update={"bootstrap_servers": broker.bootstrap_servers, "metrics_port": 0})
         rows = [measure_vectors(base, n_vectors, args.seed, timeout, say),
-                measure_texts(base, n_texts, args.seed, timeout, say)]
+                measure_texts(base, n_texts, args.seed, timeout, args.text_poll_records, say)]
 
     print(table(rows))
     write_section(args.out, section(rows, args, base, command))

@@ -141,7 +141,7 @@ class Pipeline:
         label = self.metrics.dataset_label(dataset)
         self.metrics.samples_processed.labels(dataset=label).inc(len(kept))
         cluster = monitor.detector("cluster")
-        self.metrics.clusters.labels(dataset=label).set(int((cluster.cluster_totals > 0).sum()))
+        self.metrics.clusters.labels(dataset=label).set(cluster.n_active_clusters)
         for (record, sample), assessment in zip(kept, assessments):
             if assessment.verdict.flagged:
                 event = review_event(sample, assessment, record.source)

@@ -39,7 +39,10 @@ class Batch:
     @classmethod
     def of(cls, vectors, labels, user_probas=None) -> Batch:
         """Build a batch from array-likes, casting vectors to float32."""
-        return cls(np.asarray(vectors, dtype=np.float32).reshape(len(labels), -1), list(labels), user_probas)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if len(labels) == 0:
+            vectors = vectors.reshape(0, vectors.shape[-1] if vectors.ndim == 2 else 0)
+        return cls(vectors.reshape(len(labels), -1), list(labels), user_probas)
 
 
 @dataclass(frozen=True, slots=True)

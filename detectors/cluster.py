@@ -80,6 +80,7 @@ class ClusterDisagreement(Detector):
         self._next = 0
         self._counts = np.zeros((n_clusters, 0), dtype=np.int64)
         self.cluster_totals = np.zeros(n_clusters, dtype=np.int64)
+        self._prefit: list[np.ndarray] = []
 
     def __repr__(self) -> str:
         return f"ClusterDisagreement(n_clusters={self.n_clusters}, window={self.window})"
@@ -90,7 +91,7 @@ class ClusterDisagreement(Detector):
 
     def assign(self, vectors: np.ndarray) -> np.ndarray:
         """The current cluster of each vector (``-1`` before K-means has enough data)."""
-        if not self._fitted:
+        if not self._fitted or len(vectors) == 0:
             return np.full(len(vectors), -1, dtype=np.int64)
         return self._kmeans.predict(np.asarray(vectors, dtype=np.float32)).astype(np.int64)
 
@@ -110,7 +111,7 @@ class ClusterDisagreement(Detector):
             own = counts[self._labels._ids[label]] if label in self._labels._ids else 0
             score = float(1.0 - own / size)
             majority_label = self._labels.labels[majority]
-            flagged = majority_label != label and majority_share >= self.min_majority
+            flagged = bool(majority_label != label and majority_share >= self.min_majority)
             signals.append(
                 Signal(
                     score,
@@ -128,14 +129,22 @@ class ClusterDisagreement(Detector):
         label_ids = self._labels.encode(batch.labels)
         self._remember(batch.vectors, label_ids)
         if not self._fitted:
+            self._prefit.append(batch.vectors)  # fewer than n_clusters samples until the first fit
             if self._filled < self.n_clusters:
                 return
             self._kmeans.partial_fit(self._window_vectors())
             self._fitted = True
+            newly_counted, self._prefit = np.vstack(self._prefit), []  # everything learned so far, once
         else:
             self._kmeans.partial_fit(batch.vectors)
-        self.cluster_totals += np.bincount(self.assign(batch.vectors), minlength=self.n_clusters)
+            newly_counted = batch.vectors
+        self.cluster_totals += np.bincount(self.assign(newly_counted), minlength=self.n_clusters)
         self._recount()
+
+    @property
+    def n_active_clusters(self) -> int:
+        """Clusters that hold at least one sample of the window."""
+        return int((self._counts.sum(axis=1) > 0).sum())
 
     def label_counts(self) -> dict[int, dict[str, int]]:
         """Label counts of each cluster over the window, under the current centroids.

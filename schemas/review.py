@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,7 +37,7 @@ def make_event_id(dataset: str, sample_id: str, label: str, verdict: str) -> str
     >>> make_event_id("default", "a1", "cat", "flagged") == make_event_id("default", "a1", "dog", "flagged")
     False
     """
-    key = "\x1f".join((dataset, sample_id, label, verdict)).encode()
+    key = json.dumps([dataset, sample_id, label, verdict], ensure_ascii=False).encode()
     return hashlib.blake2b(key, digest_size=16).hexdigest()
 
 
