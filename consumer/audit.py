@@ -35,11 +35,11 @@ def _progress(total_bytes: int | None):
 
 
 def audit_file(pipeline: Pipeline, input_path: Path, out: IO[str], rejects: IO[str],
-               *, batch_size: int = 500) -> AuditSummary:
+               *, batch_size: int = 500, verdicts: IO[str] | None = None) -> AuditSummary:
     """Judge every line of ``input_path``; write review events to ``out``, bad lines to ``rejects``.
 
     A bad line never stops the run: it is written to ``rejects`` as a JSON dead letter that names
-    its line number.
+    its line number. With ``verdicts``, every processed sample's score is written there too.
     """
     summary = AuditSummary()
     size = input_path.stat().st_size if input_path.is_file() else None
@@ -49,6 +49,8 @@ def audit_file(pipeline: Pipeline, input_path: Path, out: IO[str], rejects: IO[s
             result = pipeline.process(batch)
             for event in result.events:
                 out.write(event.model_dump_json() + "\n")
+            if verdicts is not None:
+                verdicts.writelines(v.model_dump_json() + "\n" for v in result.verdicts)
             for record, letter in result.dead_letters:
                 rejects.write(f'{{"line": {record.line}, "dead_letter": {letter.model_dump_json()}}}\n')
             summary.lines = batch[-1].line

@@ -77,7 +77,9 @@ def cmd_audit(args) -> int:
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(args.out.open("w", encoding="utf-8"))
         rejects = stack.enter_context(args.rejects.open("w", encoding="utf-8")) if args.rejects else sys.stderr
-        summary = audit_file(_pipeline(settings), args.input, out, rejects, batch_size=args.batch_size)
+        verdicts = stack.enter_context(args.verdicts_out.open("w", encoding="utf-8")) if args.verdicts_out else None
+        summary = audit_file(_pipeline(settings), args.input, out, rejects, batch_size=args.batch_size,
+                             verdicts=verdicts)
     print(f"audited {summary.processed} samples from {summary.lines} lines: {summary.flagged} flagged, "
           f"{summary.rejected} rejected", file=sys.stderr)
     return 0
@@ -122,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("input", type=Path, help="JSONL file, one AnnotatedSample per line.")
     audit.add_argument("--out", type=Path, required=True, help="Where to write ReviewEvents as JSONL.")
     audit.add_argument("--rejects", type=Path, help="Where to write rejected lines (default: stderr).")
+    audit.add_argument("--verdicts-out", type=Path, help="Also write every sample's verdict and score as JSONL.")
     audit.add_argument("--batch-size", type=int, default=500, help="Samples per micro-batch.")
     _add_settings(audit, DETECTOR_FIELDS + EMBEDDING_FIELDS)
     audit.set_defaults(handler=cmd_audit)

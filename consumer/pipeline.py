@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from consumer.metrics import Metrics
 from detectors import Assessment, Batch, LabelMonitor, MonitorConfig
-from schemas import AnnotatedSample, DeadLetter, Reason, ReviewEvent, SourcePosition, make_event_id
+from schemas import AnnotatedSample, DeadLetter, Reason, ReviewEvent, SampleVerdict, SourcePosition, make_event_id
 
 
 class Embedder(Protocol):
@@ -35,6 +35,7 @@ class BatchResult:
     """What one micro-batch produced."""
 
     events: list[ReviewEvent] = field(default_factory=list)
+    verdicts: list[SampleVerdict] = field(default_factory=list)
     dead_letters: list[tuple[InputRecord, DeadLetter]] = field(default_factory=list)
     n_processed: int = 0
 
@@ -143,6 +144,7 @@ class Pipeline:
         cluster = monitor.detector("cluster")
         self.metrics.clusters.labels(dataset=label).set(cluster.n_active_clusters)
         for (record, sample), assessment in zip(kept, assessments):
+            result.verdicts.append(sample_verdict(sample, assessment, record.source))
             if assessment.verdict.flagged:
                 event = review_event(sample, assessment, record.source)
                 result.events.append(event)
@@ -168,5 +170,21 @@ def review_event(sample: AnnotatedSample, assessment: Assessment, source: Source
         reasons=reasons,
         cluster_id=assessment.cluster_id,
         annotator_id=sample.annotator_id,
+        source=source,
+    )
+
+
+def sample_verdict(sample: AnnotatedSample, assessment: Assessment, source: SourcePosition | None,
+                   *, late: bool = False) -> SampleVerdict:
+    """The verdict record of one processed sample, flagged or not."""
+    verdict = "flagged" if assessment.verdict.flagged else "clean"
+    return SampleVerdict(
+        event_id=make_event_id(sample.dataset, sample.sample_id, sample.label, verdict),
+        dataset=sample.dataset,
+        sample_id=sample.sample_id,
+        label=sample.label,
+        score=min(max(assessment.verdict.score, 0.0), 1.0),
+        flagged=assessment.verdict.flagged,
+        late=late,
         source=source,
     )

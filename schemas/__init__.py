@@ -3,6 +3,7 @@
 from schemas.dead_letter import DeadLetter
 from schemas.review import Reason, ReviewEvent, SourcePosition, make_event_id
 from schemas.sample import AnnotatedSample, UserPrediction
+from schemas.verdict import SampleVerdict
 from schemas.json_schema import SCHEMA_MODELS, json_schemas
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "Reason",
     "ReviewEvent",
     "SCHEMA_MODELS",
+    "SampleVerdict",
     "SourcePosition",
     "UserPrediction",
     "json_schemas",
