@@ -39,7 +39,8 @@ def audit_file(pipeline: Pipeline, input_path: Path, out: IO[str], rejects: IO[s
     """Judge every line of ``input_path``; write review events to ``out``, bad lines to ``rejects``.
 
     A bad line never stops the run: it is written to ``rejects`` as a JSON dead letter that names
-    its line number. With ``verdicts``, every processed sample's score is written there too.
+    its line number. With ``verdicts``, every processed sample's score is written there too. At the
+    end of the input a final re-audit runs, and samples it flags are written as late events.
     """
     summary = AuditSummary()
     size = input_path.stat().st_size if input_path.is_file() else None
@@ -47,10 +48,7 @@ def audit_file(pipeline: Pipeline, input_path: Path, out: IO[str], rejects: IO[s
         records = _records(stream)
         while batch := list(islice(records, batch_size)):
             result = pipeline.process(batch)
-            for event in result.events:
-                out.write(event.model_dump_json() + "\n")
-            if verdicts is not None:
-                verdicts.writelines(v.model_dump_json() + "\n" for v in result.verdicts)
+            _write(result, out, verdicts)
             for record, letter in result.dead_letters:
                 rejects.write(f'{{"line": {record.line}, "dead_letter": {letter.model_dump_json()}}}\n')
             summary.lines = batch[-1].line
@@ -58,4 +56,14 @@ def audit_file(pipeline: Pipeline, input_path: Path, out: IO[str], rejects: IO[s
             summary.rejected += len(result.dead_letters)
             summary.flagged += len(result.events)
             bar.update(sum(len(r.value) + 1 for r in batch))
+    final = pipeline.flush()  # the end of the input: re-audit everything still in the window
+    _write(final, out, verdicts)
+    summary.flagged += len(final.events)
     return summary
+
+
+def _write(result, out: IO[str], verdicts: IO[str] | None) -> None:
+    for event in result.events:
+        out.write(event.model_dump_json() + "\n")
+    if verdicts is not None:
+        verdicts.writelines(v.model_dump_json() + "\n" for v in result.verdicts)

@@ -136,24 +136,42 @@ class Pipeline:
             np.vstack(kept_vectors),
             [s.label for s in samples],
             [s.prediction.probabilities or {s.prediction.label: 1.0} if s.prediction else None for s in samples],
+            [s.sample_id for s in samples],
         )
-        assessments = monitor.process(batch)
+        payloads = [(sample, record.source) for record, sample in kept]
+        assessments, late = monitor.process(batch, payloads)
         result.n_processed += len(kept)
         label = self.metrics.dataset_label(dataset)
         self.metrics.samples_processed.labels(dataset=label).inc(len(kept))
         cluster = monitor.detector("cluster")
-        self.metrics.clusters.labels(dataset=label).set(cluster.n_active_clusters)
-        for (record, sample), assessment in zip(kept, assessments):
-            result.verdicts.append(sample_verdict(sample, assessment, record.source))
-            if assessment.verdict.flagged:
-                event = review_event(sample, assessment, record.source)
-                result.events.append(event)
-                self.metrics.review_events.labels(dataset=label).inc()
-                for reason in event.reasons:
-                    self.metrics.detector_flags.labels(detector=reason.detector).inc()
+        if cluster is not None:
+            self.metrics.clusters.labels(dataset=label).set(cluster.n_active_clusters)
+        for payload, assessment in zip(payloads, assessments):
+            self._record(payload, assessment, result, late=False)
+        for verdict in late:
+            self._record(verdict.payload, verdict.assessment, result, late=True)
+
+    def _record(self, payload, assessment: Assessment, result: BatchResult, *, late: bool) -> None:
+        sample, source = payload
+        result.verdicts.append(sample_verdict(sample, assessment, source, late=late))
+        if assessment.verdict.flagged:
+            event = review_event(sample, assessment, source, late=late)
+            result.events.append(event)
+            self.metrics.review_events.labels(dataset=self.metrics.dataset_label(sample.dataset)).inc()
+            for reason in event.reasons:
+                self.metrics.detector_flags.labels(detector=reason.detector).inc()
+
+    def flush(self) -> BatchResult:
+        """Final re-audit of every dataset's window: late verdicts for samples now found suspect."""
+        result = BatchResult()
+        for monitor in self.monitors.values():
+            for verdict in monitor.flush():
+                self._record(verdict.payload, verdict.assessment, result, late=True)
+        return result
 
 
-def review_event(sample: AnnotatedSample, assessment: Assessment, source: SourcePosition | None) -> ReviewEvent:
+def review_event(sample: AnnotatedSample, assessment: Assessment, source: SourcePosition | None,
+                 *, late: bool = False) -> ReviewEvent:
     """The review event for a flagged sample: its evidence, suggestion and a replay-stable id."""
     reasons = [
         Reason(detector=name, score=min(max(signal.score, 0.0), 1.0), details=signal.details)
@@ -170,6 +188,7 @@ def review_event(sample: AnnotatedSample, assessment: Assessment, source: Source
         reasons=reasons,
         cluster_id=assessment.cluster_id,
         annotator_id=sample.annotator_id,
+        late=late,
         source=source,
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from detectors import Combiner, MonitorConfig
@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     embedding_batch_size: int = Field(64, ge=1, description="Texts per model call.")
     embedding_device: str = Field("cpu", description="Torch device for the embedding model.")
     # Detectors
+    detectors: str = Field("cluster,model,confident",
+                           description="Detectors to run, comma-separated: cluster, model, neighbors, confident.")
+    voters: str = Field("confident", description="Detectors whose verdicts the policy combines, comma-separated.")
     n_clusters: int = Field(32, ge=1, description="K of the mini-batch K-means clusters.")
     cluster_window: int = Field(4096, ge=1, description="Recent samples the cluster label counts cover.")
     min_cluster_size: int = Field(10, ge=1, description="Smaller clusters do not judge.")
@@ -51,7 +54,15 @@ class Settings(BaseSettings):
     model_confidence: float = Field(0.5, gt=0, le=1, description="Probability the online model needs to flag.")
     model_warmup: int = Field(50, ge=0, description="Samples the online model learns before judging.")
     user_weight: float = Field(0.5, ge=0, le=1, description="Weight of the producer's own prediction.")
-    policy: str = Field("union", description="How signals combine: union, intersection or vote:K.")
+    policy: str = Field("union", description="How the voters' verdicts combine: union, intersection or vote:K.")
+    neighbors_k: int = Field(10, ge=1, description="Neighbours in each label vote.")
+    neighbors_per_class: int = Field(1000, ge=2, description="Reservoir size of the neighbour index, per label.")
+    neighbor_weight: float = Field(1.0, ge=0, description="Weight of the neighbour vote in confident learning.")
+    cross_fit_weight: float = Field(0.0, ge=0, description="Weight of the cross-fitted river model in confident learning.")
+    n_folds: int = Field(5, ge=2, description="Folds of the cross-fitted model.")
+    min_class_count: int = Field(5, ge=1, description="Samples of a label before it gets a threshold.")
+    reaudit_window: int = Field(10_000, ge=1, description="Recent samples kept for retrospective re-audit.")
+    reaudit_delay: int = Field(1_000, ge=0, description="Newer samples to wait for before re-auditing a sample.")
     seed: int = Field(0, description="Seeds every detector.")
     # Metrics and logs
     metrics_host: str = Field("0.0.0.0", description="Bind address of the /metrics endpoint.")
@@ -63,13 +74,22 @@ class Settings(BaseSettings):
     def _policy_parses(cls, value: str) -> str:
         return str(Combiner.parse(value))
 
+    @model_validator(mode="after")
+    def _detectors_are_known(self) -> Settings:
+        self.monitor_config()  # raises ValueError naming the unknown detector or voter
+        return self
+
     def monitor_config(self) -> MonitorConfig:
         """The detectors' configuration, shared by every dataset."""
         return MonitorConfig(
+            detectors=_names(self.detectors), voters=_names(self.voters), policy=self.policy,
             n_clusters=self.n_clusters, cluster_window=max(self.cluster_window, self.n_clusters),
             min_cluster_size=self.min_cluster_size, min_majority=self.min_majority,
             model_confidence=self.model_confidence, model_warmup=self.model_warmup,
-            user_weight=self.user_weight, policy=self.policy, seed=self.seed,
+            user_weight=self.user_weight, neighbors_k=self.neighbors_k, neighbors_per_class=self.neighbors_per_class,
+            neighbor_weight=self.neighbor_weight, cross_fit_weight=self.cross_fit_weight, n_folds=self.n_folds,
+            min_class_count=self.min_class_count, reaudit_window=self.reaudit_window,
+            reaudit_delay=min(self.reaudit_delay, self.reaudit_window), seed=self.seed,
         )
 
     def kafka_config(self) -> dict[str, Any]:
@@ -89,3 +109,7 @@ class Settings(BaseSettings):
         }
         config.update({key: value for key, value in optional.items() if value is not None})
         return config
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())

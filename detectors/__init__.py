@@ -4,10 +4,24 @@ from detectors.base import NEUTRAL, Batch, Detector, LabelIndex, Signal
 from detectors.cluster import ClusterDisagreement
 from detectors.combine import Combiner
 from detectors.model import ModelDisagreement, RandomProjection, blend
-from detectors.monitor import Assessment, LabelMonitor, MonitorConfig
+from detectors.confident import ClassThresholds, ConfidentLearning, confident_disagreement
+from detectors.crossfit import CrossFitModel
+from detectors.folds import fold_of
+from detectors.monitor import DETECTORS, Assessment, LabelMonitor, LateVerdict, MonitorConfig
+from detectors.neighbors import NeighborAgreement, NeighborIndex, RunningStandardizer
 
 __all__ = [
+    "DETECTORS",
     "Assessment",
+    "ClassThresholds",
+    "ConfidentLearning",
+    "CrossFitModel",
+    "LateVerdict",
+    "NeighborAgreement",
+    "NeighborIndex",
+    "RunningStandardizer",
+    "confident_disagreement",
+    "fold_of",
     "Batch",
     "ClusterDisagreement",
     "Combiner",

@@ -5,6 +5,7 @@ Scores point one way everywhere in labelwatch: in [0, 1], **higher means more li
 
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -13,17 +14,22 @@ from typing import Any, ClassVar
 import numpy as np
 
 
+_ANONYMOUS = itertools.count()
+
+
 @dataclass(frozen=True, slots=True)
 class Batch:
     """A micro-batch of samples of one dataset, in stream order.
 
     ``vectors`` is an ``(n, d)`` float32 array; ``labels`` the given labels; ``user_probas`` the
-    producer's own model probabilities per sample, or ``None`` where a sample carries none.
+    producer's own model probabilities per sample, or ``None`` where a sample carries none;
+    ``ids`` the sample ids, which fold assignment and leave-one-out re-scoring rely on.
     """
 
     vectors: np.ndarray
     labels: Sequence[str]
     user_probas: Sequence[Mapping[str, float] | None] | None = None
+    ids: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
         if self.vectors.ndim != 2:
@@ -32,17 +38,31 @@ class Batch:
             raise ValueError("vectors and labels must have the same length")
         if self.user_probas is not None and len(self.user_probas) != len(self.labels):
             raise ValueError("user_probas and labels must have the same length")
+        if self.ids is None:  # anonymous samples get process-unique ids
+            object.__setattr__(self, "ids", [f"anonymous-{next(_ANONYMOUS)}" for _ in self.labels])
+        elif len(self.ids) != len(self.labels):
+            raise ValueError("ids and labels must have the same length")
+
+    def keys(self) -> Sequence[str]:
+        """The sample ids."""
+        return self.ids
+
+    def take(self, rows) -> Batch:
+        """The sub-batch of the given row indices."""
+        rows = list(rows)
+        probas = [self.user_probas[i] for i in rows] if self.user_probas is not None else None
+        return Batch(self.vectors[rows], [self.labels[i] for i in rows], probas, [self.ids[i] for i in rows])
 
     def __len__(self) -> int:
         return len(self.labels)
 
     @classmethod
-    def of(cls, vectors, labels, user_probas=None) -> Batch:
+    def of(cls, vectors, labels, user_probas=None, ids=None) -> Batch:
         """Build a batch from array-likes, casting vectors to float32."""
         vectors = np.asarray(vectors, dtype=np.float32)
         if len(labels) == 0:
             vectors = vectors.reshape(0, vectors.shape[-1] if vectors.ndim == 2 else 0)
-        return cls(vectors.reshape(len(labels), -1), list(labels), user_probas)
+        return cls(vectors.reshape(len(labels), -1), list(labels), user_probas, None if ids is None else list(ids))
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +100,13 @@ class Detector(ABC):
     @abstractmethod
     def learn_many(self, batch: Batch) -> None:
         """Update the detector's state with ``batch``."""
+
+    def rescore_many(self, batch: Batch) -> list[Signal] | None:
+        """Re-judge samples this detector has already learned, still out of sample.
+
+        Returns ``None`` when the detector cannot do that; a re-audit then keeps its first signal.
+        """
+        return None
 
     def process_many(self, batch: Batch) -> list[Signal]:
         """Score ``batch`` out of sample, then learn from it."""

@@ -1,19 +1,33 @@
-"""One dataset's detectors and combiner, run together over micro-batches."""
+"""One dataset's detectors, combiner and re-audit window, run together over micro-batches."""
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
 
 from detectors.base import Batch, Detector, Signal
 from detectors.cluster import ClusterDisagreement
 from detectors.combine import Combiner
+from detectors.confident import ConfidentLearning
 from detectors.model import ModelDisagreement
+from detectors.neighbors import NeighborAgreement
 
 
 @dataclass(frozen=True)
 class MonitorConfig:
-    """How a dataset's detectors are built. Every dataset gets its own, fresh, from this."""
+    """How a dataset's detectors are built. Every dataset gets its own, fresh, from this.
 
+    ``detectors`` all run and all appear as evidence; only the ``voters`` decide the verdict,
+    combined by ``policy``. Defaults were chosen with ``bench/quality.py`` (see docs/benchmarks.md).
+    """
+
+    detectors: tuple[str, ...] = ("cluster", "model", "confident")
+    voters: tuple[str, ...] = ("confident",)
+    policy: str = "union"
     n_clusters: int = 32
     cluster_window: int = 4096
     min_cluster_size: int = 10
@@ -22,18 +36,46 @@ class MonitorConfig:
     model_warmup: int = 50
     model_max_features: int = 64
     user_weight: float = 0.5
-    policy: str = "union"
+    neighbors_k: int = 10
+    neighbors_per_class: int = 1000
+    neighbor_agreement: float = 0.7
+    neighbor_weight: float = 1.0
+    cross_fit_weight: float = 0.0
+    n_folds: int = 5
+    min_class_count: int = 5
+    confident_warmup: int = 50
+    reaudit_window: int = 10_000
+    reaudit_delay: int = 1_000
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        unknown = set(self.detectors) - set(DETECTORS)
+        if unknown:
+            raise ValueError(f"unknown detectors {sorted(unknown)}; choose from {sorted(DETECTORS)}")
+        if not self.voters or not set(self.voters) <= set(self.detectors):
+            raise ValueError(f"voters {list(self.voters)} must be a non-empty subset of detectors {list(self.detectors)}")
+        if self.reaudit_delay > self.reaudit_window:
+            raise ValueError("reaudit_delay must not exceed reaudit_window")
+        Combiner.parse(self.policy)
+
     def build_detectors(self) -> list[Detector]:
-        return [
-            ClusterDisagreement(self.n_clusters, window=self.cluster_window,
-                                min_cluster_size=self.min_cluster_size,
-                                min_majority=self.min_majority, seed=self.seed),
-            ModelDisagreement(confidence=self.model_confidence, warmup=self.model_warmup,
-                              user_weight=self.user_weight, max_features=self.model_max_features,
-                              seed=self.seed),
-        ]
+        return [DETECTORS[name](self) for name in self.detectors]
+
+
+DETECTORS: dict[str, Callable[[MonitorConfig], Detector]] = {
+    "cluster": lambda c: ClusterDisagreement(c.n_clusters, window=max(c.cluster_window, c.n_clusters),
+                                             min_cluster_size=c.min_cluster_size, min_majority=c.min_majority,
+                                             seed=c.seed),
+    "model": lambda c: ModelDisagreement(confidence=c.model_confidence, warmup=c.model_warmup,
+                                         user_weight=c.user_weight, max_features=c.model_max_features, seed=c.seed),
+    "neighbors": lambda c: NeighborAgreement(k=c.neighbors_k, per_class=c.neighbors_per_class,
+                                             agreement=c.neighbor_agreement, seed=c.seed),
+    "confident": lambda c: ConfidentLearning(k=c.neighbors_k, per_class=c.neighbors_per_class, n_folds=c.n_folds,
+                                             neighbor_weight=c.neighbor_weight, model_weight=c.cross_fit_weight,
+                                             user_weight=c.user_weight, min_class_count=c.min_class_count,
+                                             warmup=c.confident_warmup, seed=c.seed),
+}
+"""Every detector labelwatch can run, by the name that appears in events and metrics."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,39 +91,110 @@ class Assessment:
         return cluster.details.get("cluster_id") if cluster else None
 
 
+@dataclass(frozen=True, slots=True)
+class LateVerdict:
+    """A sample that a re-audit flagged after its first verdict was clean."""
+
+    payload: Any
+    assessment: Assessment
+
+
+@dataclass(slots=True)
+class _Pending:
+    vector: np.ndarray
+    label: str
+    user_proba: Any
+    sample_id: str
+    payload: Any
+    assessment: Assessment
+    arrived: int
+    rescored: bool = False
+
+
 @dataclass
 class LabelMonitor:
-    """Runs every detector of one dataset test-then-train and combines their signals.
+    """Runs one dataset's detectors test-then-train, combines the voters, and re-audits.
 
-    >>> import numpy as np
+    **Retrospective re-audit.** The last ``reaudit_window`` samples are remembered. Once
+    ``reaudit_delay`` newer samples have arrived, each sample whose verdict was clean is re-scored
+    once with all the evidence gathered since (detectors that cannot re-score out of sample keep
+    their first signal). :meth:`flush` re-scores every clean sample still in the window, with
+    thresholds refitted over the window, as a batch method would. A sample flagged by a re-audit
+    comes back as a :class:`LateVerdict`.
+
     >>> monitor = LabelMonitor.from_config(MonitorConfig(n_clusters=2, model_warmup=10))
-    >>> assessments = monitor.process(Batch.of(np.eye(4)[[0, 1, 0, 1]], ["a", "b", "a", "b"]))
-    >>> [a.verdict.flagged for a in assessments]
-    [False, False, False, False]
+    >>> assessments, late = monitor.process(Batch.of(np.eye(4)[[0, 1, 0, 1]], ["a", "b", "a", "b"]))
+    >>> [a.verdict.flagged for a in assessments], late
+    ([False, False, False, False], [])
     """
 
     detectors: list[Detector]
     combiner: Combiner = field(default_factory=lambda: Combiner.parse("union"))
+    voters: tuple[str, ...] | None = None
+    reaudit_window: int = 10_000
+    reaudit_delay: int = 1_000
     dimension: int | None = None
+    n_seen: int = 0
+    _window: deque = field(default_factory=deque, repr=False)
 
     @classmethod
     def from_config(cls, config: MonitorConfig) -> LabelMonitor:
-        return cls(config.build_detectors(), Combiner.parse(config.policy))
+        return cls(config.build_detectors(), Combiner.parse(config.policy), tuple(config.voters),
+                   config.reaudit_window, config.reaudit_delay)
 
-    def detector(self, name: str) -> Detector:
-        return next(d for d in self.detectors if d.name == name)
+    def detector(self, name: str) -> Detector | None:
+        return next((d for d in self.detectors if d.name == name), None)
 
-    def process(self, batch: Batch) -> list[Assessment]:
-        """Judge every sample of ``batch`` out of sample, then learn from it."""
+    def _assess(self, signals: dict[str, Signal]) -> Assessment:
+        voting = {name: s for name, s in signals.items() if self.voters is None or name in self.voters}
+        return Assessment(self.combiner.combine(voting), signals)
+
+    def process(self, batch: Batch, payloads: Sequence[Any] | None = None) -> tuple[list[Assessment], list[LateVerdict]]:
+        """Judge every sample of ``batch`` out of sample, learn from it, then run due re-audits."""
         if len(batch) == 0:
-            return []
+            return [], []
         if self.dimension is None:
             self.dimension = batch.vectors.shape[1]
         elif batch.vectors.shape[1] != self.dimension:
             raise ValueError(f"vectors have dimension {batch.vectors.shape[1]}, this dataset has {self.dimension}")
         per_detector = {d.name: d.process_many(batch) for d in self.detectors}
-        assessments = []
-        for i in range(len(batch)):
-            signals = {name: sigs[i] for name, sigs in per_detector.items()}
-            assessments.append(Assessment(self.combiner.combine(signals), signals))
-        return assessments
+        assessments = [self._assess({name: sigs[i] for name, sigs in per_detector.items()}) for i in range(len(batch))]
+        payloads = payloads if payloads is not None else [None] * len(batch)
+        probas = batch.user_probas or [None] * len(batch)
+        for i, assessment in enumerate(assessments):
+            self._window.append(_Pending(batch.vectors[i], batch.labels[i], probas[i], batch.ids[i], payloads[i],
+                                         assessment, self.n_seen + i))
+        self.n_seen += len(batch)
+        while len(self._window) > self.reaudit_window:
+            self._window.popleft()
+        due = [p for p in self._window
+               if not p.rescored and not p.assessment.verdict.flagged and p.arrived <= self.n_seen - self.reaudit_delay]
+        return assessments, self._reaudit(due, refit_thresholds=False)
+
+    def flush(self) -> list[LateVerdict]:
+        """Re-audit every clean sample in the window now, with thresholds refitted over the window."""
+        pending = [p for p in self._window if not p.assessment.verdict.flagged]
+        return self._reaudit(pending, refit_thresholds=True)
+
+    def _reaudit(self, pending: list[_Pending], *, refit_thresholds: bool) -> list[LateVerdict]:
+        if not pending:
+            return []
+        has_probas = any(p.user_proba for p in pending)
+        batch = Batch(np.vstack([p.vector for p in pending]), [p.label for p in pending],
+                      [p.user_proba for p in pending] if has_probas else None, [p.sample_id for p in pending])
+        rescored = {}
+        for detector in self.detectors:
+            if isinstance(detector, ConfidentLearning):
+                rescored[detector.name] = detector.rescore_many(batch, refit_thresholds=refit_thresholds)
+            else:
+                rescored[detector.name] = detector.rescore_many(batch)
+        late = []
+        for i, entry in enumerate(pending):
+            entry.rescored = True
+            signals = {name: (sigs[i] if sigs is not None else entry.assessment.signals[name])
+                       for name, sigs in rescored.items()}
+            assessment = self._assess(signals)
+            if assessment.verdict.flagged:
+                entry.assessment = assessment
+                late.append(LateVerdict(entry.payload, assessment))
+        return late

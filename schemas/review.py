@@ -58,4 +58,5 @@ class ReviewEvent(BaseModel):
     reasons: list[Reason]
     cluster_id: int | None = None
     annotator_id: str | None = None
+    late: bool = Field(default=False, description="Flagged by a retrospective re-audit, after the first verdict.")
     source: SourcePosition | None = Field(default=None, description="Kafka position, when read from Kafka.")

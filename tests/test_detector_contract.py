@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 import detectors
-from detectors import Batch, ClusterDisagreement, Detector, ModelDisagreement, Signal
+from detectors import (Batch, ClusterDisagreement, ConfidentLearning, Detector, ModelDisagreement, NeighborAgreement,
+                       Signal)
 
 
 def discover_detectors() -> list[type[Detector]]:
@@ -37,6 +38,10 @@ FACTORIES: dict[type[Detector], Callable[[int], Detector]] = {
     ClusterDisagreement: lambda seed: ClusterDisagreement(4, window=96, min_cluster_size=5, seed=seed),
     # max_features below the width, so the random projection is part of what is checked
     ModelDisagreement: lambda seed: ModelDisagreement(warmup=30, max_features=6, seed=seed),
+    NeighborAgreement: lambda seed: NeighborAgreement(k=5, per_class=40, warmup=20, seed=seed),
+    # both probability sources on, the cross-fitted model projected below the width
+    ConfidentLearning: lambda seed: ConfidentLearning(k=5, per_class=40, n_folds=3, model_weight=0.5,
+                                                      warmup=20, min_class_count=3, seed=seed),
 }
 
 DETECTORS = discover_detectors()

@@ -305,18 +305,19 @@ def test_monitor_keeps_dimension_and_rejects_another():
     with pytest.raises(ValueError, match="dimension 3"):
         monitor.process(Batch.of(np.ones((2, 3)), ["a", "b"]))
     assert monitor.dimension == 4
-    assert monitor.process(Batch(np.ones((0, 3), dtype=np.float32), [])) == []
+    assert monitor.process(Batch(np.ones((0, 3), dtype=np.float32), [])) == ([], [])
 
 
 def test_monitor_combines_every_detector():
-    monitor = LabelMonitor.from_config(MonitorConfig(n_clusters=3, min_cluster_size=5, model_warmup=20,
-                                                     policy="vote:2"))
-    assert {d.name for d in monitor.detectors} == {"cluster", "model"}
+    monitor = LabelMonitor.from_config(MonitorConfig(
+        detectors=("cluster", "model", "neighbors", "confident"), voters=("cluster", "model", "confident"),
+        n_clusters=3, min_cluster_size=5, model_warmup=20, confident_warmup=20, policy="vote:2"))
+    assert {d.name for d in monitor.detectors} == {"cluster", "model", "neighbors", "confident"}
     assert str(monitor.combiner) == "vote:2"
     for batch in clean_batches(6):
         monitor.process(batch)
-    wrong, right = monitor.process(Batch.of([CENTERS[1], CENTERS[2]], ["a", "c"]))
-    assert set(wrong.signals) == {"cluster", "model"}
+    (wrong, right), _ = monitor.process(Batch.of([CENTERS[1], CENTERS[2]], ["a", "c"]))
+    assert set(wrong.signals) == {"cluster", "model", "neighbors", "confident"}
     assert wrong.verdict.flagged and wrong.verdict.suggested_label == "b"
     assert isinstance(wrong.cluster_id, int)
     assert not right.verdict.flagged

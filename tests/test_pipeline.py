@@ -234,7 +234,7 @@ def test_planted_mislabel_produces_review_event():
     assert (event.dataset, event.label, event.suggested_label, event.annotator_id) == ("default", "a", "b", "ann-9")
     assert 0.5 < event.score <= 1.0
     detectors = {reason.detector for reason in event.reasons}
-    assert detectors and detectors <= {"cluster", "model"}
+    assert detectors and detectors <= {"cluster", "model", "confident"}
     assert "cluster" in detectors
     for reason in event.reasons:
         assert 0.0 <= reason.score <= 1.0 and reason.details
@@ -268,7 +268,8 @@ def test_review_event_counts_in_metrics():
 def test_user_prediction_reaches_the_detectors():
     from dataclasses import replace
 
-    pipeline = Pipeline(replace(CONFIG, user_weight=0.9), embedder=None)
+    # the model detector is the one that reads the producer's own prediction: let it vote alone
+    pipeline = Pipeline(replace(CONFIG, user_weight=0.9, voters=("model",)), embedder=None)
     offset = 0
     for batch in range(4):
         pipeline.process(records_of(clean_messages(40, seed=batch, start=offset), first_offset=offset))

@@ -167,9 +167,19 @@ def test_monitor_config_window_holds_at_least_k_samples():
 
 
 def test_monitor_config_builds_detectors_from_settings():
-    cluster, model = Settings(n_clusters=6, cluster_window=100, model_warmup=3, seed=4).monitor_config().build_detectors()
+    settings = Settings(n_clusters=6, cluster_window=100, model_warmup=3, seed=4, neighbors_k=7,
+                        detectors="cluster,model,neighbors,confident", voters="cluster,confident")
+    cluster, model, neighbors, confident = settings.monitor_config().build_detectors()
     assert (cluster.n_clusters, cluster.window, cluster.seed) == (6, 100, 4)
     assert (model.warmup, model.seed) == (3, 4)
+    assert (neighbors.k, confident.k, confident.seed) == (7, 7, 4)
+    assert settings.monitor_config().voters == ("cluster", "confident")
+
+
+@pytest.mark.parametrize("field", ["detectors", "voters"])
+def test_unknown_detector_names_are_rejected(field):
+    with pytest.raises(ValidationError, match="bogus"):
+        Settings(**{field: "cluster,bogus"})
 
 
 def test_settings_are_frozen():

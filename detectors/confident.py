@@ -1,0 +1,201 @@
+"""Streaming confident learning: cleanlab's rule over blended out-of-sample probabilities."""
+
+from __future__ import annotations
+
+import numpy as np
+from cleanlab.rank import get_label_quality_scores
+
+from detectors.base import NEUTRAL, Batch, Detector, LabelIndex, Signal
+from detectors.crossfit import CrossFitModel
+from detectors.neighbors import NeighborIndex
+
+
+class ClassThresholds:
+    """cleanlab's per-class thresholds, kept online.
+
+    The threshold of class *j* is the mean out-of-sample probability of *j* among samples labelled
+    *j*. A class with fewer than ``min_count`` such samples has no threshold yet (infinity).
+
+    >>> t = ClassThresholds(min_count=1)
+    >>> t.update(np.array([[0.8, 0.2], [0.6, 0.4], [0.3, 0.7]]), np.array([0, 0, 1]))
+    >>> t.values(2).round(2).tolist()
+    [0.7, 0.7]
+    """
+
+    def __init__(self, min_count: int = 5):
+        self.min_count = min_count
+        self._sums = np.zeros(0)
+        self._counts = np.zeros(0)
+
+    def _grow(self, n_classes: int) -> None:
+        if len(self._sums) < n_classes:
+            extra = n_classes - len(self._sums)
+            self._sums = np.concatenate([self._sums, np.zeros(extra)])
+            self._counts = np.concatenate([self._counts, np.zeros(extra)])
+
+    def update(self, proba: np.ndarray, label_ids: np.ndarray) -> None:
+        """Absorb the out-of-sample probabilities of freshly labelled samples (rows without evidence skipped)."""
+        self._grow(proba.shape[1])
+        has_evidence = proba.sum(axis=1) > 0
+        rows = np.flatnonzero(has_evidence)
+        np.add.at(self._sums, label_ids[rows], proba[rows, label_ids[rows]])
+        np.add.at(self._counts, label_ids[rows], 1)
+
+    def values(self, n_classes: int) -> np.ndarray:
+        self._grow(n_classes)
+        ready = self._counts[:n_classes] >= self.min_count
+        return np.where(ready, self._sums[:n_classes] / np.maximum(self._counts[:n_classes], 1), np.inf)
+
+    @staticmethod
+    def fit(proba: np.ndarray, label_ids: np.ndarray, min_count: int = 1) -> np.ndarray:
+        """Batch thresholds over a whole window, as cleanlab computes them."""
+        fresh = ClassThresholds(min_count)
+        fresh.update(proba, label_ids)
+        return fresh.values(proba.shape[1])
+
+
+def confident_disagreement(proba: np.ndarray, label_ids: np.ndarray, thresholds: np.ndarray):
+    """cleanlab's confident-joint rule: among classes whose probability clears their threshold,
+    the most probable one is not the given label. Returns (flags, that class).
+
+    >>> flags, best = confident_disagreement(np.array([[0.2, 0.8], [0.9, 0.1]]), np.array([0, 0]), np.array([0.6, 0.6]))
+    >>> flags.tolist(), best.tolist()
+    ([True, False], [1, 0])
+    """
+    above = proba >= thresholds[None, :]
+    best = np.where(above, proba, -1.0).argmax(axis=1)
+    return above.any(axis=1) & (best != label_ids), best
+
+
+class ConfidentLearning(Detector):
+    """Confident learning (Northcutt et al.), computed online over blended evidence.
+
+    Out-of-sample class probabilities come from several sources, blended *before* thresholding:
+    a similarity-weighted vote of past neighbours (:class:`NeighborIndex`), a cross-fitted river
+    model (:class:`CrossFitModel`), and the producer's own prediction when a message carries one.
+    Per-class thresholds are kept online (:class:`ClassThresholds`), and a sample is flagged by
+    cleanlab's rule (:func:`confident_disagreement`). The score is ``1 - `` cleanlab's label
+    quality score (``cleanlab.rank.get_label_quality_scores``) of the blended probabilities.
+
+    Both sources stay out of sample when an old sample is re-scored (leave-one-out neighbours,
+    the model of the sample's own fold), so :meth:`rescore_many` supports retrospective re-audit.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> detector = ConfidentLearning(warmup=20, min_class_count=5)
+    >>> for _ in range(5):
+    ...     which = rng.integers(0, 2, 40)
+    ...     _ = detector.process_many(Batch.of(np.where(which[:, None] == 1, 3.0, -3.0) + rng.normal(size=(40, 4)),
+    ...                                        ["ab"[w] for w in which]))
+    >>> signal, = detector.score_many(Batch.of([[3.0, 3.0, 3.0, 3.0]], ["a"]))
+    >>> (signal.flagged, signal.suggested_label, signal.score > 0.9)
+    (True, 'b', True)
+    """
+
+    name = "confident"
+
+    def __init__(self, *, k: int = 10, per_class: int = 1000, n_folds: int = 5, neighbor_weight: float = 1.0,
+                 model_weight: float = 0.0, user_weight: float = 0.5, min_class_count: int = 5, warmup: int = 50,
+                 quality_method: str = "self_confidence", seed: int = 0):
+        self.k = k
+        self.per_class = per_class
+        self.n_folds = n_folds
+        self.neighbor_weight = neighbor_weight
+        self.model_weight = model_weight
+        self.user_weight = user_weight
+        self.min_class_count = min_class_count
+        self.warmup = warmup
+        self.quality_method = quality_method
+        self.seed = seed
+        self.classes = LabelIndex()
+        self.neighbors = NeighborIndex(self.classes, k=k, per_class=per_class, seed=seed) if neighbor_weight > 0 else None
+        self.model = CrossFitModel(self.classes, n_folds=n_folds, seed=seed) if model_weight > 0 else None
+        self.thresholds = ClassThresholds(min_class_count)
+        self.n_learned = 0
+        self._last: tuple[int, np.ndarray] | None = None
+
+    def __repr__(self) -> str:
+        return f"ConfidentLearning(k={self.k}, neighbor_weight={self.neighbor_weight}, model_weight={self.model_weight})"
+
+    def _user_proba(self, batch: Batch) -> np.ndarray | None:
+        if not batch.user_probas or not any(batch.user_probas):
+            return None
+        for probas in batch.user_probas:
+            for label in probas or ():
+                self.classes.id_of(label)
+        out = np.zeros((len(batch), len(self.classes)))
+        for row, probas in enumerate(batch.user_probas):
+            for label, p in (probas or {}).items():
+                out[row, self.classes.id_of(label)] = p
+        return out
+
+    def blended_proba(self, batch: Batch) -> np.ndarray:
+        """Out-of-sample probabilities over :attr:`classes`, averaged over the sources with evidence."""
+        self.classes.encode(batch.labels)
+        user = self._user_proba(batch)
+        n_classes = len(self.classes)
+        sources = []
+        if self.neighbors is not None and self.n_learned >= self.warmup:
+            sources.append((self.neighbor_weight, self.neighbors.predict_proba(batch.vectors, batch.keys())))
+        if self.model is not None and self.n_learned >= self.warmup:
+            sources.append((self.model_weight, self.model.predict_proba(batch.vectors, batch.keys())))
+        if user is not None:
+            sources.append((self.user_weight, user))
+        total = np.zeros((len(batch), n_classes))
+        weight = np.zeros((len(batch), 1))
+        for w, proba in sources:
+            proba = np.pad(proba, ((0, 0), (0, n_classes - proba.shape[1])))
+            has = (proba.sum(axis=1, keepdims=True) > 0).astype(float)
+            total += w * proba * has
+            weight += w * has
+        return total / np.maximum(weight, 1e-12)
+
+    def _judge(self, proba: np.ndarray, label_ids: np.ndarray, thresholds: np.ndarray) -> list[Signal]:
+        flags, best = confident_disagreement(proba, label_ids, thresholds)
+        quality = get_label_quality_scores(label_ids, proba, method=self.quality_method) if len(proba) else []
+        signals = []
+        for row, label_id in enumerate(label_ids.tolist()):
+            if proba[row].sum() == 0:
+                signals.append(NEUTRAL)
+                continue
+            suggested = self.classes.labels[best[row]] if flags[row] else None
+            signals.append(Signal(float(np.clip(1.0 - quality[row], 0.0, 1.0)), bool(flags[row]), suggested,
+                                  {"p_label": round(float(proba[row, label_id]), 4),
+                                   "p_suggested": round(float(proba[row, best[row]]), 4),
+                                   "threshold": round(float(thresholds[best[row]]), 4)
+                                   if np.isfinite(thresholds[best[row]]) else None}))
+        return signals
+
+    def score_many(self, batch: Batch) -> list[Signal]:
+        if len(batch) == 0:
+            return []
+        label_ids = self.classes.encode(batch.labels)
+        proba = self.blended_proba(batch)
+        self._last = (id(batch), proba)
+        return self._judge(proba, label_ids, self.thresholds.values(len(self.classes)))
+
+    def rescore_many(self, batch: Batch, *, refit_thresholds: bool = False) -> list[Signal]:
+        """Re-judge learned samples out of sample; ``refit_thresholds`` recomputes the thresholds
+        from this batch alone, as batch cleanlab would over a whole dataset."""
+        label_ids = self.classes.encode(batch.labels)
+        proba = self.blended_proba(batch)
+        thresholds = (ClassThresholds.fit(proba, label_ids) if refit_thresholds
+                      else self.thresholds.values(len(self.classes)))
+        return self._judge(proba, label_ids, thresholds)
+
+    def learn_many(self, batch: Batch) -> None:
+        if len(batch) == 0:
+            return
+        label_ids = self.classes.encode(batch.labels)
+        if self._last is not None and self._last[0] == id(batch):
+            proba = self._last[1]
+        else:
+            proba = self.blended_proba(batch)
+        self._last = None
+        self.thresholds.update(np.pad(proba, ((0, 0), (0, len(self.classes) - proba.shape[1]))), label_ids)
+        if self.neighbors is not None:
+            self.neighbors.learn(batch.vectors, label_ids, batch.keys())
+        if self.model is not None:
+            self.model.learn(batch.vectors, label_ids, batch.keys())
+        self.n_learned += len(batch)

@@ -1,0 +1,201 @@
+"""Nearest-neighbour label agreement over a bounded, per-class reservoir of past samples."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from detectors.base import NEUTRAL, Batch, Detector, LabelIndex, Signal
+
+
+class RunningStandardizer:
+    """Per-feature running mean and variance (Chan's parallel update), applied on demand.
+
+    >>> s = RunningStandardizer()
+    >>> s.update(np.array([[0.0, 10.0], [2.0, 30.0]]))
+    >>> s.transform(np.array([[1.0, 20.0]])).tolist()
+    [[0.0, 0.0]]
+    """
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.mean: np.ndarray | None = None
+        self._m2: np.ndarray | None = None
+
+    def update(self, x: np.ndarray) -> None:
+        if len(x) == 0:
+            return
+        x = np.asarray(x, dtype=np.float64)
+        n_b, mean_b = len(x), x.mean(axis=0)
+        m2_b = ((x - mean_b) ** 2).sum(axis=0)
+        if self.mean is None:
+            self.n, self.mean, self._m2 = n_b, mean_b, m2_b
+            return
+        n = self.n + n_b
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * n_b / n
+        self._m2 = self._m2 + m2_b + delta**2 * self.n * n_b / n
+        self.n = n
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        if self.mean is None:
+            return np.asarray(x, dtype=np.float32)
+        std = np.sqrt(self._m2 / max(self.n, 1))
+        std = np.where(std > 1e-6, std, 1.0)
+        return ((x - self.mean) / std).astype(np.float32)
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-9)
+
+
+class NeighborIndex:
+    """A bounded index of past samples that votes on labels by cosine similarity.
+
+    Each label keeps a reservoir of at most ``per_class`` samples (Algorithm R, seeded), so memory
+    is bounded however long the stream runs while the reservoir stays a uniform sample of that
+    label's history. Vectors are standardised with running statistics, then compared by cosine.
+    A query never votes with a stored sample of the same id (leave-one-out), so re-scoring an
+    already learned sample stays out of sample.
+
+    >>> classes = LabelIndex()
+    >>> index = NeighborIndex(classes, k=3)
+    >>> index.learn(np.array([[0, 1], [0, 2], [5, 0], [6, 0]], dtype=float), classes.encode("aabb"), ["1", "2", "3", "4"])
+    >>> index.predict_proba(np.array([[0.0, 1.5]]), ["q"]).round(2).tolist()
+    [[1.0, 0.0]]
+    """
+
+    def __init__(self, classes: LabelIndex, *, k: int = 10, per_class: int = 1000, standardize: bool = True,
+                 seed: int = 0):
+        self.classes = classes
+        self.k = k
+        self.per_class = per_class
+        self.standardize = standardize
+        self._rng = np.random.default_rng(seed)
+        self._scaler = RunningStandardizer()
+        self._vectors: dict[int, np.ndarray] = {}
+        self._ids: dict[int, list[str]] = {}
+        self._seen: dict[int, int] = {}
+        self._stacked: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return sum(len(ids) for ids in self._ids.values())
+
+    def learn(self, vectors: np.ndarray, label_ids: np.ndarray, ids) -> None:
+        if self.standardize:
+            self._scaler.update(vectors)
+        for vector, label, sample_id in zip(vectors, label_ids.tolist(), ids):
+            seen = self._seen.get(label, 0)
+            if seen < self.per_class:
+                store = self._vectors.get(label)
+                if store is None:
+                    store = self._vectors[label] = np.zeros((self.per_class, len(vector)), dtype=np.float32)
+                    self._ids[label] = []
+                store[seen] = vector
+                self._ids[label].append(sample_id)
+            else:
+                slot = int(self._rng.integers(0, seen + 1))
+                if slot < self.per_class:
+                    self._vectors[label][slot] = vector
+                    self._ids[label][slot] = sample_id
+            self._seen[label] = seen + 1
+        self._stacked = None
+
+    def _matrix(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._stacked is None:
+            labels = sorted(self._ids)
+            raw = np.vstack([self._vectors[c][: len(self._ids[c])] for c in labels])
+            owner = np.concatenate([np.full(len(self._ids[c]), c) for c in labels])
+            ids = np.array([i for c in labels for i in self._ids[c]], dtype=object)
+            self._stacked = (_unit_rows(self._scaler.transform(raw)) if self.standardize else _unit_rows(raw), owner, ids)
+        return self._stacked
+
+    def predict_proba(self, vectors: np.ndarray, ids, *, chunk: int = 1024) -> np.ndarray:
+        """Similarity-weighted label votes of the ``k`` nearest stored samples, rows summing to 1.
+
+        A row is all zeros while the index holds too few samples to vote.
+        """
+        n_classes = len(self.classes)
+        out = np.zeros((len(vectors), n_classes))
+        if len(self) < 2 or len(vectors) == 0:
+            return out
+        matrix, owner, stored_ids = self._matrix()
+        queries = self._scaler.transform(vectors) if self.standardize else np.asarray(vectors, dtype=np.float32)
+        queries = _unit_rows(queries)
+        query_ids = np.asarray(list(ids), dtype=object)
+        k = min(self.k, len(owner) - 1)
+        for start in range(0, len(queries), chunk):
+            sims = queries[start:start + chunk] @ matrix.T
+            sims[query_ids[start:start + chunk, None] == stored_ids[None, :]] = -np.inf
+            nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            weights = np.take_along_axis(sims, nearest, axis=1)
+            weights = np.where(np.isfinite(weights), np.maximum(weights, 0.0) + 1e-6, 0.0)
+            rows = np.repeat(np.arange(len(nearest)), k)
+            block = np.zeros((len(nearest), n_classes))
+            np.add.at(block, (rows, owner[nearest].ravel()), weights.ravel())
+            out[start:start + chunk] = block / np.maximum(block.sum(axis=1, keepdims=True), 1e-12)
+        return out
+
+
+class NeighborAgreement(Detector):
+    """Flags samples whose nearest past neighbours mostly carry another label (SimiFeat-style).
+
+    Training-free: a similarity-weighted vote of the ``k`` nearest samples seen *before* this one,
+    from a bounded per-class reservoir (:class:`NeighborIndex`). The score is ``1 - p(label)``; a
+    sample is flagged when another label wins at least ``agreement`` of the vote.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> detector = NeighborAgreement(k=5, warmup=10)
+    >>> for _ in range(4):
+    ...     which = rng.integers(0, 2, 30)
+    ...     _ = detector.process_many(Batch.of(np.where(which[:, None] == 1, 3.0, -3.0) + rng.normal(size=(30, 4)),
+    ...                                        ["ab"[w] for w in which]))
+    >>> signal, = detector.score_many(Batch.of([[3.0, 3.0, 3.0, 3.0]], ["a"]))
+    >>> (signal.flagged, signal.suggested_label, signal.score)
+    (True, 'b', 1.0)
+    """
+
+    name = "neighbors"
+
+    def __init__(self, *, k: int = 10, per_class: int = 1000, agreement: float = 0.7, warmup: int = 20,
+                 seed: int = 0):
+        self.k = k
+        self.per_class = per_class
+        self.agreement = agreement
+        self.warmup = warmup
+        self.seed = seed
+        self._classes = LabelIndex()
+        self.index = NeighborIndex(self._classes, k=k, per_class=per_class, seed=seed)
+        self.n_learned = 0
+
+    def __repr__(self) -> str:
+        return f"NeighborAgreement(k={self.k}, per_class={self.per_class})"
+
+    def _judge(self, batch: Batch) -> list[Signal]:
+        label_ids = self._classes.encode(batch.labels)
+        proba = self.index.predict_proba(batch.vectors, batch.keys())
+        signals = []
+        for row, label_id in zip(proba, label_ids.tolist()):
+            if row.sum() == 0:
+                signals.append(NEUTRAL)
+                continue
+            best = int(row.argmax())
+            flagged = bool(best != label_id and row[best] >= self.agreement)
+            suggested = self._classes.labels[best] if best != label_id else None
+            signals.append(Signal(float(np.clip(1.0 - row[label_id], 0.0, 1.0)), flagged, suggested,
+                                  {"p_label": round(float(row[label_id]), 4), "neighbor_vote": round(float(row[best]), 4)}))
+        return signals
+
+    def score_many(self, batch: Batch) -> list[Signal]:
+        if self.n_learned < self.warmup:
+            return [NEUTRAL] * len(batch)
+        return self._judge(batch)
+
+    def rescore_many(self, batch: Batch) -> list[Signal]:
+        """Re-judge already learned samples; each is left out of its own vote."""
+        return self.score_many(batch)
+
+    def learn_many(self, batch: Batch) -> None:
+        self.index.learn(batch.vectors, self._classes.encode(batch.labels), batch.keys())
+        self.n_learned += len(batch)
