@@ -58,11 +58,14 @@ class Settings(BaseSettings):
     neighbors_k: int = Field(10, ge=1, description="Neighbours in each label vote.")
     neighbors_per_class: int = Field(1000, ge=2, description="Reservoir size of the neighbour index, per label.")
     neighbor_weight: float = Field(1.0, ge=0, description="Weight of the neighbour vote in confident learning.")
-    cross_fit_weight: float = Field(0.0, ge=0, description="Weight of the cross-fitted river model in confident learning.")
+    cross_fit_weight: float = Field(1.0, ge=0, description="Weight of the cross-fitted river model in confident learning.")
+    cross_fit_features: int = Field(384, ge=1, description="Wider vectors are randomly projected to this many for that model.")
+    online_budget_share: float = Field(
+        0.25, gt=0, le=1, description="Share of a label's estimated noise rate that may be flagged before re-audit.")
     n_folds: int = Field(5, ge=2, description="Folds of the cross-fitted model.")
     min_class_count: int = Field(5, ge=1, description="Samples of a label before it gets a threshold.")
     reaudit_window: int = Field(10_000, ge=1, description="Recent samples kept for retrospective re-audit.")
-    reaudit_delay: int = Field(1_000, ge=0, description="Newer samples to wait for before re-auditing a sample.")
+    reaudit_delay: int = Field(250, ge=0, description="Newer samples to wait for before re-auditing a sample.")
     seed: int = Field(0, description="Seeds every detector.")
     # Metrics and logs
     metrics_host: str = Field("0.0.0.0", description="Bind address of the /metrics endpoint.")
@@ -87,7 +90,8 @@ class Settings(BaseSettings):
             min_cluster_size=self.min_cluster_size, min_majority=self.min_majority,
             model_confidence=self.model_confidence, model_warmup=self.model_warmup,
             user_weight=self.user_weight, neighbors_k=self.neighbors_k, neighbors_per_class=self.neighbors_per_class,
-            neighbor_weight=self.neighbor_weight, cross_fit_weight=self.cross_fit_weight, n_folds=self.n_folds,
+            neighbor_weight=self.neighbor_weight, cross_fit_weight=self.cross_fit_weight,
+            cross_fit_features=self.cross_fit_features, online_budget_share=self.online_budget_share, n_folds=self.n_folds,
             min_class_count=self.min_class_count, reaudit_window=self.reaudit_window,
             reaudit_delay=min(self.reaudit_delay, self.reaudit_window), seed=self.seed,
         )

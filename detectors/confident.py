@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
 
 from detectors.base import NEUTRAL, Batch, Detector, LabelIndex, Signal
@@ -54,6 +55,57 @@ class ClassThresholds:
         return fresh.values(proba.shape[1])
 
 
+class NoiseBudget:
+    """cleanlab's ``prune_by_class``, online: flag no more of a label's samples than its noise rate.
+
+    For each label it counts how many of its samples the confident-learning rule flags (the
+    off-diagonal of the confident joint, so the estimated noise rate of that label) and keeps a
+    seeded reservoir of recent self-confidences. A sample is within budget when its
+    self-confidence is among the lowest ``noise rate`` share of its label's.
+
+    >>> budget = NoiseBudget(capacity=100, min_count=1)
+    >>> budget.update(np.linspace(0, 1, 10), np.zeros(10, dtype=int), np.arange(10) < 2)
+    >>> budget.within(np.array([0.05, 0.5]), np.array([0, 0])).tolist()
+    [True, False]
+    """
+
+    def __init__(self, capacity: int = 1000, min_count: int = 5, seed: int = 0):
+        self.capacity = capacity
+        self.min_count = min_count
+        self._rng = np.random.default_rng(seed)
+        self._reservoirs: dict[int, list[float]] = {}
+        self._seen: dict[int, int] = {}
+        self._issues: dict[int, int] = {}
+
+    def update(self, self_confidence: np.ndarray, label_ids: np.ndarray, rule_flags: np.ndarray) -> None:
+        for p, label, flagged in zip(self_confidence.tolist(), label_ids.tolist(), rule_flags.tolist()):
+            seen = self._seen.get(label, 0)
+            reservoir = self._reservoirs.setdefault(label, [])
+            if seen < self.capacity:
+                reservoir.append(p)
+            else:
+                slot = int(self._rng.integers(0, seen + 1))
+                if slot < self.capacity:
+                    reservoir[slot] = p
+            self._seen[label] = seen + 1
+            self._issues[label] = self._issues.get(label, 0) + int(flagged)
+
+    def noise_rate(self, label: int) -> float:
+        return self._issues.get(label, 0) / max(self._seen.get(label, 0), 1)
+
+    def within(self, self_confidence: np.ndarray, label_ids: np.ndarray, share: float = 1.0) -> np.ndarray:
+        """Whether each sample is among the lowest ``share`` × noise-rate self-confidences of its label."""
+        out = np.zeros(len(label_ids), dtype=bool)
+        for label in np.unique(label_ids).tolist():
+            rows = label_ids == label
+            reservoir = self._reservoirs.get(label, [])
+            if len(reservoir) < self.min_count:
+                continue
+            cutoff = np.quantile(np.asarray(reservoir), min(share * self.noise_rate(label), 1.0))
+            out[rows] = self_confidence[rows] <= cutoff
+        return out
+
+
 def confident_disagreement(proba: np.ndarray, label_ids: np.ndarray, thresholds: np.ndarray):
     """cleanlab's confident-joint rule: among classes whose probability clears their threshold,
     the most probable one is not the given label. Returns (flags, that class).
@@ -77,6 +129,10 @@ class ConfidentLearning(Detector):
     cleanlab's rule (:func:`confident_disagreement`). The score is ``1 - `` cleanlab's label
     quality score (``cleanlab.rank.get_label_quality_scores``) of the blended probabilities.
 
+    Like cleanlab's default filters, the rule alone is not enough: a sample is flagged only within
+    its label's estimated noise rate (:class:`NoiseBudget`, ``prune_by_class`` online). When a
+    whole window is re-scored at once, ``cleanlab.filter.find_label_issues`` itself decides.
+
     Both sources stay out of sample when an old sample is re-scored (leave-one-out neighbours,
     the model of the sample's own fold), so :meth:`rescore_many` supports retrospective re-audit.
 
@@ -97,6 +153,7 @@ class ConfidentLearning(Detector):
 
     def __init__(self, *, k: int = 10, per_class: int = 1000, n_folds: int = 5, neighbor_weight: float = 1.0,
                  model_weight: float = 0.0, user_weight: float = 0.5, min_class_count: int = 5, warmup: int = 50,
+                 model_max_features: int = 64, budget_share: float = 0.25, reaudit_budget_share: float = 0.5,
                  quality_method: str = "self_confidence", seed: int = 0):
         self.k = k
         self.per_class = per_class
@@ -106,12 +163,17 @@ class ConfidentLearning(Detector):
         self.user_weight = user_weight
         self.min_class_count = min_class_count
         self.warmup = warmup
+        self.model_max_features = model_max_features
+        self.budget_share = budget_share
+        self.reaudit_budget_share = reaudit_budget_share
         self.quality_method = quality_method
         self.seed = seed
         self.classes = LabelIndex()
         self.neighbors = NeighborIndex(self.classes, k=k, per_class=per_class, seed=seed) if neighbor_weight > 0 else None
-        self.model = CrossFitModel(self.classes, n_folds=n_folds, seed=seed) if model_weight > 0 else None
+        self.model = (CrossFitModel(self.classes, n_folds=n_folds, max_features=model_max_features, seed=seed)
+                      if model_weight > 0 else None)
         self.thresholds = ClassThresholds(min_class_count)
+        self.budget = NoiseBudget(per_class, min_class_count, seed=seed)
         self.n_learned = 0
         self._last: tuple[int, np.ndarray] | None = None
 
@@ -151,8 +213,11 @@ class ConfidentLearning(Detector):
             weight += w * has
         return total / np.maximum(weight, 1e-12)
 
-    def _judge(self, proba: np.ndarray, label_ids: np.ndarray, thresholds: np.ndarray) -> list[Signal]:
-        flags, best = confident_disagreement(proba, label_ids, thresholds)
+    def _judge(self, proba: np.ndarray, label_ids: np.ndarray, thresholds: np.ndarray,
+               flags: np.ndarray | None = None) -> list[Signal]:
+        rule, best = confident_disagreement(proba, label_ids, thresholds)
+        if flags is None:
+            flags = rule & self.budget.within(proba[np.arange(len(proba)), label_ids], label_ids, self.budget_share)
         quality = get_label_quality_scores(label_ids, proba, method=self.quality_method) if len(proba) else []
         signals = []
         for row, label_id in enumerate(label_ids.tolist()):
@@ -180,9 +245,34 @@ class ConfidentLearning(Detector):
         from this batch alone, as batch cleanlab would over a whole dataset."""
         label_ids = self.classes.encode(batch.labels)
         proba = self.blended_proba(batch)
-        thresholds = (ClassThresholds.fit(proba, label_ids) if refit_thresholds
-                      else self.thresholds.values(len(self.classes)))
-        return self._judge(proba, label_ids, thresholds)
+        if not refit_thresholds:
+            thresholds = self.thresholds.values(len(self.classes))
+            rule, _ = confident_disagreement(proba, label_ids, thresholds)
+            within = self.budget.within(proba[np.arange(len(proba)), label_ids], label_ids, self.reaudit_budget_share)
+            return self._judge(proba, label_ids, thresholds, rule & within)
+        return self._judge(proba, label_ids, ClassThresholds.fit(proba, label_ids), self._batch_issues(proba, label_ids))
+
+    @staticmethod
+    def _batch_issues(proba: np.ndarray, label_ids: np.ndarray) -> np.ndarray | None:
+        """cleanlab's own ``find_label_issues`` over a whole window (``None`` where it cannot run)."""
+        has_evidence = proba.sum(axis=1) > 0
+        rows = np.flatnonzero(has_evidence)
+        present = np.unique(label_ids[rows])
+        if len(rows) < 10 or len(present) < 2:
+            return None
+        # cleanlab wants consecutive classes that all occur among the labels
+        remap = {old: new for new, old in enumerate(present.tolist())}
+        kept = rows[np.isin(label_ids[rows], present)]
+        sub = proba[np.ix_(kept, present)]
+        sub = sub / np.maximum(sub.sum(axis=1, keepdims=True), 1e-12)
+        labels = np.array([remap[v] for v in label_ids[kept].tolist()])
+        try:
+            issues = find_label_issues(labels, sub, n_jobs=1)
+        except (ValueError, AssertionError):
+            return None
+        flags = np.zeros(len(proba), dtype=bool)
+        flags[kept] = issues
+        return flags
 
     def learn_many(self, batch: Batch) -> None:
         if len(batch) == 0:
@@ -193,7 +283,11 @@ class ConfidentLearning(Detector):
         else:
             proba = self.blended_proba(batch)
         self._last = None
-        self.thresholds.update(np.pad(proba, ((0, 0), (0, len(self.classes) - proba.shape[1]))), label_ids)
+        proba = np.pad(proba, ((0, 0), (0, len(self.classes) - proba.shape[1])))
+        has_evidence = proba.sum(axis=1) > 0
+        self.thresholds.update(proba, label_ids)
+        rule, _ = confident_disagreement(proba, label_ids, self.thresholds.values(len(self.classes)))
+        self.budget.update(proba[has_evidence, label_ids[has_evidence]], label_ids[has_evidence], rule[has_evidence])
         if self.neighbors is not None:
             self.neighbors.learn(batch.vectors, label_ids, batch.keys())
         if self.model is not None:

@@ -11,7 +11,7 @@ from detectors.folds import fold_of
 from detectors.model import RandomProjection
 
 
-def default_fold_model(learning_rate: float = 0.5):
+def default_fold_model(learning_rate: float = 0.1):
     """Standardised features into one-vs-rest logistic regression; both learn in mini-batches."""
     return preprocessing.StandardScaler() | multiclass.OneVsRestClassifier(
         linear_model.LogisticRegression(optimizer=optim.SGD(learning_rate)))
@@ -38,7 +38,7 @@ class CrossFitModel:
     """
 
     def __init__(self, classes: LabelIndex, *, n_folds: int = 5, max_features: int = 64,
-                 learning_rate: float = 0.5, seed: int = 0):
+                 learning_rate: float = 0.1, seed: int = 0):
         if n_folds < 2:
             raise ValueError("n_folds must be at least 2")
         self.classes = classes

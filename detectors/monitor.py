@@ -40,12 +40,14 @@ class MonitorConfig:
     neighbors_per_class: int = 1000
     neighbor_agreement: float = 0.7
     neighbor_weight: float = 1.0
-    cross_fit_weight: float = 0.0
+    cross_fit_weight: float = 1.0
+    cross_fit_features: int = 384
+    online_budget_share: float = 0.25
     n_folds: int = 5
     min_class_count: int = 5
     confident_warmup: int = 50
     reaudit_window: int = 10_000
-    reaudit_delay: int = 1_000
+    reaudit_delay: int = 250
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -73,7 +75,8 @@ DETECTORS: dict[str, Callable[[MonitorConfig], Detector]] = {
     "confident": lambda c: ConfidentLearning(k=c.neighbors_k, per_class=c.neighbors_per_class, n_folds=c.n_folds,
                                              neighbor_weight=c.neighbor_weight, model_weight=c.cross_fit_weight,
                                              user_weight=c.user_weight, min_class_count=c.min_class_count,
-                                             warmup=c.confident_warmup, seed=c.seed),
+                                             warmup=c.confident_warmup, model_max_features=c.cross_fit_features,
+                                             budget_share=c.online_budget_share, seed=c.seed),
 }
 """Every detector labelwatch can run, by the name that appears in events and metrics."""
 
@@ -108,17 +111,17 @@ class _Pending:
     payload: Any
     assessment: Assessment
     arrived: int
-    rescored: bool = False
+    due: int
 
 
 @dataclass
 class LabelMonitor:
     """Runs one dataset's detectors test-then-train, combines the voters, and re-audits.
 
-    **Retrospective re-audit.** The last ``reaudit_window`` samples are remembered. Once
-    ``reaudit_delay`` newer samples have arrived, each sample whose verdict was clean is re-scored
-    once with all the evidence gathered since (detectors that cannot re-score out of sample keep
-    their first signal). :meth:`flush` re-scores every clean sample still in the window, with
+    **Retrospective re-audit.** The last ``reaudit_window`` samples are remembered. A sample whose
+    verdict is clean is re-scored with all the evidence gathered since, when ``reaudit_delay``
+    newer samples have arrived, then again at twice that age, four times, and so on while it is
+    in the window (detectors that cannot re-score out of sample keep their first signal). :meth:`flush` re-scores every clean sample still in the window, with
     thresholds refitted over the window, as a batch method would. A sample flagged by a re-audit
     comes back as a :class:`LateVerdict`.
 
@@ -132,7 +135,7 @@ class LabelMonitor:
     combiner: Combiner = field(default_factory=lambda: Combiner.parse("union"))
     voters: tuple[str, ...] | None = None
     reaudit_window: int = 10_000
-    reaudit_delay: int = 1_000
+    reaudit_delay: int = 250
     dimension: int | None = None
     n_seen: int = 0
     _window: deque = field(default_factory=deque, repr=False)
@@ -162,13 +165,15 @@ class LabelMonitor:
         payloads = payloads if payloads is not None else [None] * len(batch)
         probas = batch.user_probas or [None] * len(batch)
         for i, assessment in enumerate(assessments):
+            arrived = self.n_seen + i
             self._window.append(_Pending(batch.vectors[i], batch.labels[i], probas[i], batch.ids[i], payloads[i],
-                                         assessment, self.n_seen + i))
+                                         assessment, arrived, arrived + max(self.reaudit_delay, 1)))
         self.n_seen += len(batch)
         while len(self._window) > self.reaudit_window:
             self._window.popleft()
-        due = [p for p in self._window
-               if not p.rescored and not p.assessment.verdict.flagged and p.arrived <= self.n_seen - self.reaudit_delay]
+        due = [p for p in self._window if not p.assessment.verdict.flagged and p.due <= self.n_seen]
+        for entry in due:
+            entry.due = entry.arrived + 2 * (entry.due - entry.arrived)
         return assessments, self._reaudit(due, refit_thresholds=False)
 
     def flush(self) -> list[LateVerdict]:
@@ -190,7 +195,6 @@ class LabelMonitor:
                 rescored[detector.name] = detector.rescore_many(batch)
         late = []
         for i, entry in enumerate(pending):
-            entry.rescored = True
             signals = {name: (sigs[i] if sigs is not None else entry.assessment.signals[name])
                        for name, sigs in rescored.items()}
             assessment = self._assess(signals)

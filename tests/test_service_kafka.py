@@ -124,8 +124,9 @@ def test_run_flags_corrupted_samples_dead_letters_bad_input_and_commits(kafka_br
     flagged = {e.sample_id for e in events}
     precision = len(flagged & truth) / len(flagged)
     recall = len(flagged & truth) / len(truth)
-    assert precision >= 0.6, f"precision {precision:.2f}"
-    assert recall >= 0.5, f"recall {recall:.2f}"
+    # a live stream has no end-of-input flush: precision first, recall grows with re-audits
+    assert precision >= 0.85, f"precision {precision:.2f}"
+    assert recall >= 0.35, f"recall {recall:.2f}"
 
     letters = _read_topic(bootstrap, topics["dlq"], expected=len(MALFORMED))
     assert len(letters) == len(MALFORMED)
