@@ -16,7 +16,7 @@ from consumer.settings import Settings
 
 DETECTOR_FIELDS = ("detectors", "voters", "policy", "n_clusters", "cluster_window", "min_cluster_size",
                    "min_majority", "model_confidence", "model_warmup", "user_weight", "neighbors_k",
-                   "neighbors_per_class", "neighbor_weight", "cross_fit_weight", "cross_fit_features",
+                   "neighbors_per_class", "neighbor_agreement", "neighbor_weight", "cross_fit_weight", "cross_fit_features",
                    "online_budget_share", "n_folds", "min_class_count",
                    "reaudit_window", "reaudit_delay", "seed")
 EMBEDDING_FIELDS = ("embedding_model", "embedding_batch_size", "embedding_device")

@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     policy: str = Field("union", description="How the voters' verdicts combine: union, intersection or vote:K.")
     neighbors_k: int = Field(10, ge=1, description="Neighbours in each label vote.")
     neighbors_per_class: int = Field(1000, ge=2, description="Reservoir size of the neighbour index, per label.")
+    neighbor_agreement: float = Field(0.7, gt=0, le=1, description="Vote share the neighbors detector needs to flag.")
     neighbor_weight: float = Field(1.0, ge=0, description="Weight of the neighbour vote in confident learning.")
     cross_fit_weight: float = Field(1.0, ge=0, description="Weight of the cross-fitted river model in confident learning.")
     cross_fit_features: int = Field(384, ge=1, description="Wider vectors are randomly projected to this many for that model.")
@@ -90,7 +91,7 @@ class Settings(BaseSettings):
             min_cluster_size=self.min_cluster_size, min_majority=self.min_majority,
             model_confidence=self.model_confidence, model_warmup=self.model_warmup,
             user_weight=self.user_weight, neighbors_k=self.neighbors_k, neighbors_per_class=self.neighbors_per_class,
-            neighbor_weight=self.neighbor_weight, cross_fit_weight=self.cross_fit_weight,
+            neighbor_agreement=self.neighbor_agreement, neighbor_weight=self.neighbor_weight, cross_fit_weight=self.cross_fit_weight,
             cross_fit_features=self.cross_fit_features, online_budget_share=self.online_budget_share, n_folds=self.n_folds,
             min_class_count=self.min_class_count, reaudit_window=self.reaudit_window,
             reaudit_delay=min(self.reaudit_delay, self.reaudit_window), seed=self.seed,
