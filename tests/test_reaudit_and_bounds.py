@@ -1,0 +1,117 @@
+"""Retrospective re-audit, out-of-sample re-scoring, and state that stops growing."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import orjson
+
+from consumer.pipeline import InputRecord, Pipeline
+from detectors import Batch, ConfidentLearning, CrossFitModel, LabelIndex, LabelMonitor, MonitorConfig, NeighborIndex
+from schemas import make_event_id
+
+CENTERS = np.array([[4.0, 0, 0, 0], [0, 4.0, 0, 0], [0, 0, 4.0, 0]])
+
+
+def stream(n: int, seed: int, noise: float = 0.0):
+    rng = np.random.default_rng(seed)
+    which = rng.integers(0, 3, n)
+    vectors = CENTERS[which] + rng.normal(size=(n, 4))
+    labels = which.copy()
+    flip = rng.random(n) < noise
+    labels[flip] = (labels[flip] + 1) % 3
+    return vectors, ["abc"[v] for v in labels], flip
+
+
+def test_a_sample_judged_on_thin_evidence_is_flagged_late_by_the_reaudit():
+    monitor = LabelMonitor.from_config(MonitorConfig(detectors=("confident",), confident_warmup=0, min_class_count=3,
+                                                     reaudit_delay=30, reaudit_window=500))
+    # the very first batch: no evidence at all, so nothing can be flagged yet
+    early_vectors = np.vstack([CENTERS[0], CENTERS[0], CENTERS[1], CENTERS[2]])
+    first, late = monitor.process(Batch.of(early_vectors, ["a", "a", "b", "a"], ids=["e0", "e1", "e2", "wrong"]),
+                                  payloads=["e0", "e1", "e2", "wrong"])
+    assert not any(a.verdict.flagged for a in first) and late == []
+    late_ids = []
+    for i in range(10):
+        vectors, labels, _ = stream(30, seed=i)
+        _, late = monitor.process(Batch.of(vectors, labels, ids=[f"s{i}-{j}" for j in range(30)]),
+                                  payloads=[f"s{i}-{j}" for j in range(30)])
+        late_ids += [v.payload for v in late]
+    assert late_ids.count("wrong") == 1, "the re-audit should catch, once, the sample labelled 'a' in cluster 'c'"
+    assert not {"e0", "e1", "e2"} & set(late_ids)
+
+
+def test_flush_reaudits_the_whole_window_and_late_events_keep_deterministic_ids():
+    def run():
+        pipeline = Pipeline(MonitorConfig(detectors=("confident",), reaudit_delay=10_000, reaudit_window=10_000),
+                            embedder=None)
+        vectors, labels, flipped = stream(600, seed=1, noise=0.1)
+        records = [InputRecord(orjson.dumps({"sample_id": f"x{i}", "label": labels[i], "embedding": vectors[i].tolist()}))
+                   for i in range(600)]
+        live = [e for start in range(0, 600, 100) for e in pipeline.process(records[start:start + 100]).events]
+        final = pipeline.flush()
+        return live, final, flipped
+
+    live, final, flipped = run()
+    assert final.events and all(e.late for e in final.events)
+    assert not ({e.sample_id for e in live} & {e.sample_id for e in final.events}), "a sample is flagged once"
+    truth = {f"x{i}" for i in np.flatnonzero(flipped)}
+    caught = {e.sample_id for e in live + final.events} & truth
+    assert len(caught) / len(truth) >= 0.8
+    for event in final.events:
+        assert event.event_id == make_event_id(event.dataset, event.sample_id, event.label, "flagged")
+    assert all(v.late and v.flagged for v in final.verdicts)
+    live_again, final_again, _ = run()
+    assert [e.event_id for e in final_again.events] == [e.event_id for e in final.events]
+
+
+def test_crossfit_rescoring_stays_out_of_sample():
+    # a sample learned with a deliberately wrong label must not be "confirmed" by its own fold model
+    classes = LabelIndex()
+    model = CrossFitModel(classes, n_folds=3)
+    vectors, labels, _ = stream(600, seed=2)
+    ids = [f"c{i}" for i in range(600)]
+    model.learn(vectors, classes.encode(labels), ids)
+    odd = np.array([CENTERS[0]] * 20)
+    odd_ids = [f"odd{i}" for i in range(20)]
+    before = model.predict_proba(odd, odd_ids)
+    model.learn(odd, classes.encode(["c"] * 20), odd_ids)
+    after = model.predict_proba(odd, odd_ids)
+    c = classes.id_of("c")
+    # each odd sample is predicted by the model of its fold, which never learned it
+    assert (after[:, c] < 0.5).all()
+    assert np.abs(after - before).max() < 0.5
+
+
+def test_neighbor_votes_leave_the_sample_itself_out():
+    classes = LabelIndex()
+    index = NeighborIndex(classes, k=1)
+    index.learn(np.array([[1.0, 0.0], [0.0, 1.0]]), classes.encode(["a", "b"]), ["p", "q"])
+    # querying "p" with its own vector must vote with its only other neighbour, "q"
+    assert index.predict_proba(np.array([[1.0, 0.0]]), ["p"]).tolist() == [[0.0, 1.0]]
+
+
+def test_state_stops_growing_once_reservoirs_and_windows_are_full():
+    monitor = LabelMonitor.from_config(MonitorConfig(n_clusters=4, cluster_window=200, neighbors_per_class=50,
+                                                     reaudit_window=300, reaudit_delay=100))
+    sizes = []
+    for chunk in range(12):
+        vectors, labels, _ = stream(250, seed=chunk, noise=0.1)
+        monitor.process(Batch.of(vectors, labels, ids=[f"m{chunk}-{j}" for j in range(250)]))
+        if chunk in (3, 11):
+            sizes.append(len(pickle.dumps(monitor)))
+    confident = monitor.detector("confident")
+    assert len(confident.neighbors) == 3 * 50
+    assert len(monitor._window) == 300
+    assert sizes[1] <= sizes[0] * 1.05, f"state grew from {sizes[0]} to {sizes[1]} bytes"
+
+
+def test_confident_learning_blends_the_user_prediction_before_thresholding():
+    detector = ConfidentLearning(neighbor_weight=1.0, model_weight=0.0, user_weight=1.0, warmup=0, min_class_count=3)
+    vectors, labels, _ = stream(300, seed=3)
+    detector.process_many(Batch.of(vectors, labels))
+    sure = {"b": 1.0}
+    (with_user,) = detector.score_many(Batch.of([[2.0, 2.0, 0, 0]], ["a"], [sure]))
+    (without,) = detector.score_many(Batch.of([[2.0, 2.0, 0, 0]], ["a"]))
+    assert with_user.score > without.score
