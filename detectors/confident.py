@@ -174,6 +174,7 @@ class ConfidentLearning(Detector):
                       if model_weight > 0 else None)
         self.thresholds = ClassThresholds(min_class_count)
         self.budget = NoiseBudget(per_class, min_class_count, seed=seed)
+        self._learned_per_class = np.zeros(0, dtype=np.int64)
         self.n_learned = 0
         self._last: tuple[int, np.ndarray] | None = None
 
@@ -284,12 +285,15 @@ class ConfidentLearning(Detector):
             proba = self.blended_proba(batch)
         self._last = None
         proba = np.pad(proba, ((0, 0), (0, len(self.classes) - proba.shape[1])))
-        has_evidence = proba.sum(axis=1) > 0
-        self.thresholds.update(proba, label_ids)
+        # a label the evidence could not know yet (too few learned samples) says nothing about its threshold
+        learned = np.pad(self._learned_per_class, (0, len(self.classes) - len(self._learned_per_class)))
+        has_evidence = (proba.sum(axis=1) > 0) & (learned[label_ids] >= self.min_class_count)
+        self.thresholds.update(proba[has_evidence], label_ids[has_evidence])
         rule, _ = confident_disagreement(proba, label_ids, self.thresholds.values(len(self.classes)))
         self.budget.update(proba[has_evidence, label_ids[has_evidence]], label_ids[has_evidence], rule[has_evidence])
         if self.neighbors is not None:
             self.neighbors.learn(batch.vectors, label_ids, batch.keys())
         if self.model is not None:
             self.model.learn(batch.vectors, label_ids, batch.keys())
+        self._learned_per_class = np.bincount(label_ids, minlength=len(self.classes)) + learned
         self.n_learned += len(batch)
