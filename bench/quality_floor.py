@@ -51,7 +51,7 @@ def main() -> None:
         rows = [audit_once(seed, Path(tmp)) for seed in range(args.seeds)]
     lines = ["## Quality floor: `labelwatch audit` on digits, 10% uniform noise", "",
              f"Command: `.venv/bin/python bench/quality_floor.py --seeds {args.seeds}`", "",
-             "Default settings (policy `union`, K=32). Noise and stream order seeded per row. Target F1 >= 0.6.", "",
+             "Default detector settings (`labelwatch audit` with no flags), including its final re-audit. Noise and stream order seeded per row. Target F1 >= 0.6.", "",
              "| seed | precision | recall | F1 | review fraction | wall s |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['seed']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | "
               f"{r['review_fraction']:.3f} | {r['seconds']:.1f} |" for r in rows]

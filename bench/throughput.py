@@ -85,7 +85,6 @@ class Row:
     baseline_name: str
     baseline: Timing
     notes: str = ""
-    warning: str = ""
 
     @property
     def ratio(self) -> float:
@@ -163,9 +162,9 @@ def raw_consumer_baseline(settings: Settings, n: int, timeout: float) -> Timing:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=s.max_poll_records,
-        max_poll_interval_ms=max(10_000, s.poll_timeout_ms * 4),
-        session_timeout_ms=6_000,
-        heartbeat_interval_ms=2_000,
+        max_poll_interval_ms=s.max_poll_interval_ms,
+        session_timeout_ms=s.session_timeout_ms,
+        heartbeat_interval_ms=s.heartbeat_interval_ms,
         fetch_max_bytes=max(52_428_800, s.max_message_bytes),
         max_partition_fetch_bytes=max(1_048_576, s.max_message_bytes * 2),
         **s.kafka_config(),
@@ -250,13 +249,8 @@ def measure_vectors(base: Settings, n: int, seed: int, timeout: float, say) -> R
                f"~{size / 1024:.1f} KiB per message")
 
 
-def max_poll_interval_s(settings: Settings) -> float:
-    """The ``max_poll_interval_ms`` that ``LabelwatchService._consumer`` derives, in seconds."""
-    return max(10_000, settings.poll_timeout_ms * 4) / 1000
-
-
-def measure_texts(base: Settings, n: int, seed: int, timeout: float, poll_records: int, say) -> Row:
-    settings = fresh_settings(base, "texts").model_copy(update={"max_poll_records": poll_records})
+def measure_texts(base: Settings, n: int, seed: int, timeout: float, poll_records: int | None, say) -> Row:
+    settings = fresh_settings(base, "texts")
     values, texts = text_messages(n, seed)
     embedder = SentenceEmbedder(settings.embedding_model, batch_size=settings.embedding_batch_size,
                                 device=settings.embedding_device)
@@ -272,28 +266,15 @@ def measure_texts(base: Settings, n: int, seed: int, timeout: float, poll_record
                  normalize_embeddings=True, show_progress_bar=False)
     baseline = Timing(n, time.perf_counter() - started)
     say(f"texts: baseline {baseline.rate:,.1f}/s ({baseline.seconds:.2f}s)")
-    limit = max_poll_interval_s(settings)
-    warning = ""
-    default_poll = base.max_poll_records / baseline.rate
-    if default_poll > limit:
-        warning = (
-            f"With the default `max_poll_records` {base.max_poll_records}, one poll of texts needs about "
-            f"{default_poll:.0f}s of encoding here ({base.max_poll_records} / {baseline.rate:.1f} per s), more "
-            f"than the service's `max_poll_interval_ms` of {limit:.0f}s: kafka-python leaves the group, the "
-            f"batch's commit raises `CommitFailedError` and `LabelwatchService.run` dies (and a restart would "
-            f"replay the same batch and die again). The text path is therefore measured with "
-            f"`max_poll_records` {poll_records} (about {poll_records / baseline.rate:.1f}s per poll).")
-        say("texts: WARNING: " + warning)
-    if poll_records / baseline.rate > 0.8 * limit:
-        say(f"texts: WARNING: {poll_records} texts per poll need ~{poll_records / baseline.rate:.1f}s, close to or "
-            f"above max_poll_interval {limit:.0f}s; lower --text-poll-records if the service fails")
+    poll_records = poll_records or settings.max_poll_records
+    settings = settings.model_copy(update={"max_poll_records": poll_records})
+    say(f"texts: the service polls {poll_records} records at a time")
     service = run_service(settings, embedder, n, timeout)
     say(f"texts: service  {service.rate:,.1f}/s ({service.seconds:.2f}s)")
     mean_chars = sum(map(len, texts)) / len(texts)
     return Row("Texts (reviews, embedded by the service)", service,
                f"`SentenceTransformer.encode`, batch {settings.embedding_batch_size}", baseline,
-               f"mean {mean_chars:.0f} chars per review, `max_poll_records` {poll_records} for the service",
-               warning)
+               f"mean {mean_chars:.0f} chars per review, `max_poll_records` {poll_records} for the service")
 
 
 # ----------------------------------------------------------------------------------- report
@@ -313,6 +294,17 @@ def _version(package: str) -> str:
         return version(package)
     except PackageNotFoundError:
         return "?"
+
+
+def _git_revision() -> str:
+    import subprocess
+
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True,
+                              text=True, timeout=10)
+        if done.returncode == 0:
+            return done.stdout.strip()
+    return "unknown"
 
 
 def _cpu_model() -> str:
@@ -351,7 +343,8 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def section(rows: list[Row], args: argparse.Namespace, settings: Settings, command: str) -> str:
+def section(rows: list[Row], args: argparse.Namespace, settings: Settings, command: str,
+            load: tuple[float, float]) -> str:
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     def join(name: str, timing: Timing) -> str:
         if timing.join_seconds is None:
@@ -370,7 +363,8 @@ def section(rows: list[Row], args: argparse.Namespace, settings: Settings, comma
         f"Measured {now} on {cores} cores (nproc; {_cpu_model()}), Python {platform.python_version()}, "
         f"{platform.system()} {platform.machine()}; torch {_version('torch')} ({_torch_threads()} threads), "
         f"sentence-transformers {_version('sentence-transformers')}, kafka-python {_version('kafka-python')}, "
-        f"Tansu broker in memory on loopback.",
+        f"Tansu broker in memory on loopback. Revision `{_git_revision()}`; 1-minute load average "
+        f"{load[0]:.2f} before the run and {load[1]:.2f} after it (above 0 means other work shared the cores).",
         "",
         "Command:",
         "",
@@ -381,12 +375,12 @@ def section(rows: list[Row], args: argparse.Namespace, settings: Settings, comma
         table(rows),
         "",
         f"- End to end: each time runs from the consumer's creation until the N-th record was consumed, so it "
-        f"includes start-up and the consumer-group join, which took about ({joins}) until the first poll saw the partition assigned. The service's time also covers producing "
-        f"its review events (acks=all), waiting for their acknowledgement and committing offsets per batch.",
-        f"- Settings: `Settings()` defaults (`max_poll_records` {settings.max_poll_records}, except for the text "
-        f"path, see below; "
+        f"includes start-up and the consumer-group join, which took about ({joins}) until the first poll "
+        f"saw the partition assigned. The service's time also covers producing its review events (acks=all), "
+        f"waiting for their acknowledgement and committing offsets per batch.",
+        f"- Settings: `Settings()` defaults (`max_poll_records` {settings.max_poll_records}; "
         f"`poll_timeout_ms` {settings.poll_timeout_ms}, `embedding_batch_size` {settings.embedding_batch_size}, "
-        f"K {settings.n_clusters}, window {settings.cluster_window}, policy {settings.policy}); metrics port off; "
+        f"detectors `{settings.detectors}`, voters `{settings.voters}`, policy `{settings.policy}`); metrics port off; "
         f"a fresh topic and group per measurement; the input is produced before either side starts.",
         f"- Vector data: {N_CLASSES} Gaussian class clusters in {DIMENSION}-d, L2-normalised, rounded to 6 "
         f"decimals, {NOISE:.0%} uniform label noise, seed {args.seed}. Text data: the first N of a seeded "
@@ -396,7 +390,6 @@ def section(rows: list[Row], args: argparse.Namespace, settings: Settings, comma
         "model; model loading is excluded from both sides. The service encodes each poll's texts in "
         "its own call.",
         "- One run, one measurement per cell: expect a few percent of run-to-run noise.",
-        *(f"- **Warning:** {row.warning}" for row in rows if row.warning),
         END,
     ])
 
@@ -417,14 +410,14 @@ def write_section(path: Path, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n-vectors", type=int, default=None, help="Vector messages (default 20000; 500 with --quick).")
+    parser.add_argument("--n-vectors", type=int, default=None,
+                        help="Vector messages (default 20000; 500 with --quick).")
     parser.add_argument("--n-texts", type=int, default=None, help="Text messages (default 2000; 100 with --quick).")
     parser.add_argument("--quick", action="store_true", help="Tiny sizes, for a smoke test.")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md",
                         help="Markdown file whose Throughput section is (re)written (default docs/benchmarks.md).")
-    parser.add_argument("--text-poll-records", type=int, default=64,
-                        help="max_poll_records of the text measurement (default 64): with the default 500 a "
-                             "poll of texts outlasts max_poll_interval_ms on a small CPU and the service dies.")
+    parser.add_argument("--text-poll-records", type=int, default=None,
+                        help="max_poll_records of the text measurement (default: the service default).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the data and the label noise.")
     parser.add_argument("--timeout", type=float, default=None,
                         help="Seconds each consumer may take before the run fails (default 900; 90 with --quick).")
@@ -432,8 +425,11 @@ def main(argv: list[str] | None = None) -> int:
     n_vectors = args.n_vectors or (500 if args.quick else 20_000)
     n_texts = args.n_texts or (100 if args.quick else 2_000)
     timeout = args.timeout or (90.0 if args.quick else 900.0)
-    if n_vectors < 1 or n_texts < 1 or args.text_poll_records < 1:
-        parser.error("--n-vectors, --n-texts and --text-poll-records must be positive")
+    text_poll_records = args.text_poll_records
+    if text_poll_records is not None and text_poll_records < 1:
+        parser.error("--text-poll-records must be a positive integer")
+    if n_vectors < 1 or n_texts < 1:
+        parser.error("--n-vectors and --n-texts must be positive")
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -443,14 +439,18 @@ def main(argv: list[str] | None = None) -> int:
         print(message, file=sys.stderr, flush=True)
 
     command = command_line()
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    if load_before > 0.5:
+        say(f"note: 1-minute load average is {load_before:.2f}; other work on the machine skews the figures")
     with LocalBroker() as broker:
         say(f"Tansu broker on {broker.bootstrap_servers}")
         base = Settings().model_copy(update={"bootstrap_servers": broker.bootstrap_servers, "metrics_port": 0})
         rows = [measure_vectors(base, n_vectors, args.seed, timeout, say),
-                measure_texts(base, n_texts, args.seed, timeout, args.text_poll_records, say)]
+                measure_texts(base, n_texts, args.seed, timeout, text_poll_records, say)]
 
     print(table(rows))
-    write_section(args.out, section(rows, args, base, command))
+    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    write_section(args.out, section(rows, args, base, command, (load_before, load_after)))
     say(f"wrote the Throughput section of {args.out}")
     return 0
 

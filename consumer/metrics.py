@@ -47,6 +47,8 @@ class Metrics:
         self.consumer_lag = Gauge(
             "labelwatch_consumer_lag", "Records behind the end of each input partition.",
             ["topic", "partition"], registry=r)
+        self.commit_failures = Counter(
+            "labelwatch_commit_failures_total", "Offset commits refused after a group rebalance.", registry=r)
         self.build_info = Gauge(
             "labelwatch_build_info", "Version of the running labelwatch.", ["version"], registry=r)
         self.build_info.labels(version=_version()).set(1)

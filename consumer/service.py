@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata
 
 from consumer.pipeline import BatchResult, InputRecord, Pipeline
@@ -79,9 +80,9 @@ class LabelwatchService:
             enable_auto_commit=False,
             auto_offset_reset=s.auto_offset_reset,
             max_poll_records=s.max_poll_records,
-            max_poll_interval_ms=max(10_000, s.poll_timeout_ms * 4),
-            session_timeout_ms=6_000,
-            heartbeat_interval_ms=2_000,
+            max_poll_interval_ms=s.max_poll_interval_ms,
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
             fetch_max_bytes=max(52_428_800, s.max_message_bytes),
             max_partition_fetch_bytes=max(1_048_576, s.max_message_bytes * 2),
             **s.kafka_config(),
@@ -119,9 +120,15 @@ class LabelwatchService:
         ]
         result = self.pipeline.process(records)
         self._deliver(producer, result)
-        consumer.commit({
-            tp: OffsetAndMetadata(batch[-1].offset + 1, "", -1) for tp, batch in polled.items() if batch
-        })
+        try:
+            consumer.commit({
+                tp: OffsetAndMetadata(batch[-1].offset + 1, "", -1) for tp, batch in polled.items() if batch
+            })
+        except CommitFailedError as error:
+            # The group rebalanced under us (e.g. a poll outlasted max_poll_interval_ms). The outputs
+            # are delivered; the partitions' next owner replays this batch with the same event ids.
+            log.warning("commit failed after a rebalance, the batch will be replayed: %s", error)
+            self.metrics.commit_failures.inc()
         now = time.time()
         for record in records:
             if record.timestamp_ms and record.timestamp_ms > 0:

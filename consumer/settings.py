@@ -27,6 +27,10 @@ class Settings(BaseSettings):
         "earliest", description="Where a new group starts reading.")
     max_poll_records: int = Field(500, ge=1, description="Micro-batch size: records per poll.")
     poll_timeout_ms: int = Field(500, ge=1, description="How long one poll waits for records.")
+    max_poll_interval_ms: int = Field(
+        300_000, ge=1_000, description="Longest gap between polls before the group evicts this consumer.")
+    session_timeout_ms: int = Field(10_000, ge=1_000, description="Group session timeout.")
+    heartbeat_interval_ms: int = Field(3_000, ge=100, description="Group heartbeat interval.")
     max_message_bytes: int = Field(1_048_576, ge=1, description="Larger input records go to the DLQ.")
     # Kafka security, passed through to kafka-python
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -44,7 +48,7 @@ class Settings(BaseSettings):
     embedding_batch_size: int = Field(64, ge=1, description="Texts per model call.")
     embedding_device: str = Field("cpu", description="Torch device for the embedding model.")
     # Detectors
-    detectors: str = Field("cluster,model,confident",
+    detectors: str = Field("cluster,confident",
                            description="Detectors to run, comma-separated: cluster, model, neighbors, confident.")
     voters: str = Field("confident", description="Detectors whose verdicts the policy combines, comma-separated.")
     n_clusters: int = Field(32, ge=1, description="K of the mini-batch K-means clusters.")

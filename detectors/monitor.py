@@ -17,6 +17,10 @@ from detectors.model import ModelDisagreement
 from detectors.neighbors import NeighborAgreement
 
 
+REAUDIT_GROWTH = 4
+"""Each re-audit of a sample waits this many times longer than the previous one."""
+
+
 @dataclass(frozen=True)
 class MonitorConfig:
     """How a dataset's detectors are built. Every dataset gets its own, fresh, from this.
@@ -25,7 +29,7 @@ class MonitorConfig:
     combined by ``policy``. Defaults were chosen with ``bench/quality.py`` (see docs/benchmarks.md).
     """
 
-    detectors: tuple[str, ...] = ("cluster", "model", "confident")
+    detectors: tuple[str, ...] = ("cluster", "confident")
     voters: tuple[str, ...] = ("confident",)
     policy: str = "union"
     n_clusters: int = 32
@@ -120,8 +124,8 @@ class LabelMonitor:
 
     **Retrospective re-audit.** The last ``reaudit_window`` samples are remembered. A sample whose
     verdict is clean is re-scored with all the evidence gathered since, when ``reaudit_delay``
-    newer samples have arrived, then again at twice that age, four times, and so on while it is
-    in the window (detectors that cannot re-score out of sample keep their first signal). :meth:`flush` re-scores every clean sample still in the window, with
+    newer samples have arrived, then again at four times that age, sixteen times, and so on while
+    it is in the window (detectors that cannot re-score out of sample keep their first signal). :meth:`flush` re-scores every clean sample still in the window, with
     thresholds refitted over the window, as a batch method would. A sample flagged by a re-audit
     comes back as a :class:`LateVerdict`.
 
@@ -173,7 +177,7 @@ class LabelMonitor:
             self._window.popleft()
         due = [p for p in self._window if not p.assessment.verdict.flagged and p.due <= self.n_seen]
         for entry in due:
-            entry.due = entry.arrived + 2 * (entry.due - entry.arrived)
+            entry.due = entry.arrived + REAUDIT_GROWTH * (entry.due - entry.arrived)
         return assessments, self._reaudit(due, refit_thresholds=False)
 
     def flush(self) -> list[LateVerdict]:

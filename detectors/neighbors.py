@@ -75,7 +75,7 @@ class NeighborIndex:
         self._vectors: dict[int, np.ndarray] = {}
         self._ids: dict[int, list[str]] = {}
         self._seen: dict[int, int] = {}
-        self._stacked: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._stacked: tuple[np.ndarray, np.ndarray, dict[str, list[int]]] | None = None
 
     def __len__(self) -> int:
         return sum(len(ids) for ids in self._ids.values())
@@ -100,13 +100,16 @@ class NeighborIndex:
             self._seen[label] = seen + 1
         self._stacked = None
 
-    def _matrix(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _matrix(self) -> tuple[np.ndarray, np.ndarray, dict[str, list[int]]]:
         if self._stacked is None:
             labels = sorted(self._ids)
             raw = np.vstack([self._vectors[c][: len(self._ids[c])] for c in labels])
             owner = np.concatenate([np.full(len(self._ids[c]), c) for c in labels])
-            ids = np.array([i for c in labels for i in self._ids[c]], dtype=object)
-            self._stacked = (_unit_rows(self._scaler.transform(raw)) if self.standardize else _unit_rows(raw), owner, ids)
+            positions: dict[str, list[int]] = {}
+            for position, sample_id in enumerate(i for c in labels for i in self._ids[c]):
+                positions.setdefault(sample_id, []).append(position)
+            self._stacked = (_unit_rows(self._scaler.transform(raw)) if self.standardize else _unit_rows(raw), owner,
+                             positions)
         return self._stacked
 
     def predict_proba(self, vectors: np.ndarray, ids, *, chunk: int = 1024) -> np.ndarray:
@@ -118,14 +121,16 @@ class NeighborIndex:
         out = np.zeros((len(vectors), n_classes))
         if len(self) < 2 or len(vectors) == 0:
             return out
-        matrix, owner, stored_ids = self._matrix()
+        matrix, owner, positions = self._matrix()
         queries = self._scaler.transform(vectors) if self.standardize else np.asarray(vectors, dtype=np.float32)
         queries = _unit_rows(queries)
-        query_ids = np.asarray(list(ids), dtype=object)
+        ids = list(ids)
         k = min(self.k, len(owner) - 1)
         for start in range(0, len(queries), chunk):
             sims = queries[start:start + chunk] @ matrix.T
-            sims[query_ids[start:start + chunk, None] == stored_ids[None, :]] = -np.inf
+            for row, sample_id in enumerate(ids[start:start + chunk]):
+                if sample_id in positions:  # leave the sample itself out of its vote
+                    sims[row, positions[sample_id]] = -np.inf
             nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
             weights = np.take_along_axis(sims, nearest, axis=1)
             weights = np.where(np.isfinite(weights), np.maximum(weights, 0.0) + 1e-6, 0.0)

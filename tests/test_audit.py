@@ -57,7 +57,8 @@ def test_policy_decides_how_many_voters_must_flag(tmp_path, policy, at_least):
     noisy, _ = inject_noise(data.labels, 0.10, n_classes=10, seed=3)
     lines = [orjson.dumps(m) for m in to_messages(data, noisy, order_seed=3)[:900]]
     voters = {"cluster", "model", "confident"}
-    _, events = _audit(tmp_path, lines, "--policy", policy, "--voters", ",".join(sorted(voters)))
+    _, events = _audit(tmp_path, lines, "--policy", policy, "--detectors", ",".join(sorted(voters)),
+                       "--voters", ",".join(sorted(voters)))
     assert events, "nothing flagged"
     for event in events:
         flaggers = {r.detector for r in event.reasons} & voters

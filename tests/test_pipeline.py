@@ -11,7 +11,8 @@ from consumer.pipeline import InputRecord, Pipeline, decode
 from detectors import MonitorConfig
 from schemas import AnnotatedSample, DeadLetter, ReviewEvent, SourcePosition, make_event_id
 
-CONFIG = MonitorConfig(n_clusters=3, cluster_window=512, min_cluster_size=5, model_warmup=30, seed=0)
+CONFIG = MonitorConfig(detectors=("cluster", "model", "confident"), n_clusters=3, cluster_window=512,
+                       min_cluster_size=5, model_warmup=30, seed=0)
 CENTERS = {"a": [0.0, 0.0, 0.0], "b": [10.0, 0.0, 0.0], "c": [0.0, 10.0, 0.0]}
 
 

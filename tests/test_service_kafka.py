@@ -85,7 +85,9 @@ def test_run_flags_corrupted_samples_dead_letters_bad_input_and_commits(kafka_br
     assert sum(offset or 0 for offset in highwaters.values()) == total
 
     metrics_port = free_port()
-    env = {**os.environ, "LABELWATCH_INPUT_TOPIC": topics["annotations"], "LABELWATCH_LOG_LEVEL": "INFO"}
+    env = {**os.environ, "LABELWATCH_INPUT_TOPIC": topics["annotations"], "LABELWATCH_LOG_LEVEL": "INFO",
+           "LABELWATCH_MAX_POLL_INTERVAL_MS": "10000", "LABELWATCH_SESSION_TIMEOUT_MS": "6000",
+           "LABELWATCH_HEARTBEAT_INTERVAL_MS": "2000"}
     service = subprocess.Popen(
         [sys.executable, "-m", "consumer", "run", "--bootstrap-servers", bootstrap,
          "--review-topic", topics["reviews"], "--dlq-topic", topics["dlq"], "--group-id", group,
