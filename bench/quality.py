@@ -47,7 +47,7 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.report import replace_section  # noqa: E402
+from bench.report import cpu_model, replace_section  # noqa: E402
 from consumer.datasets import DATASETS, LabeledData, corrupted_ids, inject_noise, load, to_messages  # noqa: E402
 
 #: setting name -> (noise kind, noise rate)
@@ -260,14 +260,6 @@ def cleanlab_baseline(case: Case, cache_dir: Path = CACHE_DIR, refresh: bool = F
 
 # ------------------------------------------------------------------------------------------- reporting
 
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 def _nproc() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -296,7 +288,7 @@ def _environment(audit_args: list[str]) -> dict:
     return {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": _nproc(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "python": platform.python_version(),
         "git": _git_revision(),
         "command": command_line(),

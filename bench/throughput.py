@@ -52,16 +52,18 @@ import numpy as np
 import orjson
 from kafka import KafkaConsumer, KafkaProducer
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.report import cpu_model, replace_section  # noqa: E402
 from consumer.broker import LocalBroker
 from consumer.datasets import inject_noise, load, to_messages
 from consumer.embedding import SentenceEmbedder
 from consumer.metrics import Metrics
 from consumer.pipeline import Pipeline
-from consumer.service import LabelwatchService, ensure_topics
+from consumer.service import LabelwatchService, consumer_options, ensure_topics
 from consumer.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
-START, END = "<!-- throughput:start -->", "<!-- throughput:end -->"
 DIMENSION, N_CLASSES, NOISE = 384, 10, 0.10
 
 
@@ -156,19 +158,8 @@ def raw_consumer_baseline(settings: Settings, n: int, timeout: float) -> Timing:
     """A bare kafka-python consumer with the service's consumer options, plus orjson decode."""
     s = settings
     started = time.perf_counter()
-    consumer = KafkaConsumer(
-        s.input_topic,
-        group_id=f"bench-baseline-{uuid.uuid4().hex[:8]}",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=s.max_poll_records,
-        max_poll_interval_ms=s.max_poll_interval_ms,
-        session_timeout_ms=s.session_timeout_ms,
-        heartbeat_interval_ms=s.heartbeat_interval_ms,
-        fetch_max_bytes=max(52_428_800, s.max_message_bytes),
-        max_partition_fetch_bytes=max(1_048_576, s.max_message_bytes * 2),
-        **s.kafka_config(),
-    )
+    consumer = KafkaConsumer(s.input_topic, group_id=f"bench-baseline-{uuid.uuid4().hex[:8]}",
+                             **consumer_options(s))
     count, joined = 0, None
     deadline = started + timeout
     try:
@@ -307,14 +298,6 @@ def _git_revision() -> str:
     return "unknown"
 
 
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 def command_line() -> str:
     """The command as it was run, with the interpreter and script relative to the working directory."""
     def short(path: Path) -> str:
@@ -357,10 +340,9 @@ def section(rows: list[Row], args: argparse.Namespace, settings: Settings, comma
     notes = "; ".join(f"{row.path.split(' (')[0].lower()}: {row.notes}" for row in rows if row.notes)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return "\n".join([
-        START,
         "## Throughput",
         "",
-        f"Measured {now} on {cores} cores (nproc; {_cpu_model()}), Python {platform.python_version()}, "
+        f"Measured {now} on {cores} cores (nproc; {cpu_model()}), Python {platform.python_version()}, "
         f"{platform.system()} {platform.machine()}; torch {_version('torch')} ({_torch_threads()} threads), "
         f"sentence-transformers {_version('sentence-transformers')}, kafka-python {_version('kafka-python')}, "
         f"Tansu broker in memory on loopback. Revision `{_git_revision()}`; 1-minute load average "
@@ -390,22 +372,7 @@ def section(rows: list[Row], args: argparse.Namespace, settings: Settings, comma
         "model; model loading is excluded from both sides. The service encodes each poll's texts in "
         "its own call.",
         "- One run, one measurement per cell: expect a few percent of run-to-run noise.",
-        END,
     ])
-
-
-def write_section(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        current = path.read_text(encoding="utf-8")
-        start, end = current.find(START), current.find(END)
-        if start != -1 and end > start:
-            updated = current[:start] + text + current[end + len(END):]
-        else:
-            updated = current.rstrip("\n") + "\n\n" + text + "\n"
-    else:
-        updated = "# Benchmarks\n\n" + text + "\n"
-    path.write_text(updated, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -450,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(table(rows))
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    write_section(args.out, section(rows, args, base, command, (load_before, load_after)))
+    replace_section(args.out, "throughput", section(rows, args, base, command, (load_before, load_after)))
     say(f"wrote the Throughput section of {args.out}")
     return 0
 

@@ -47,6 +47,21 @@ def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
     return headers
 
 
+def consumer_options(s: Settings) -> dict:
+    """kafka-python consumer options of the service: manual commits, group timings, fetch sizes, security."""
+    return dict(
+        enable_auto_commit=False,
+        auto_offset_reset=s.auto_offset_reset,
+        max_poll_records=s.max_poll_records,
+        max_poll_interval_ms=s.max_poll_interval_ms,
+        session_timeout_ms=s.session_timeout_ms,
+        heartbeat_interval_ms=s.heartbeat_interval_ms,
+        fetch_max_bytes=max(52_428_800, s.max_message_bytes),
+        max_partition_fetch_bytes=max(1_048_576, s.max_message_bytes * 2),
+        **s.kafka_config(),
+    )
+
+
 @dataclass
 class ServiceStats:
     """Running totals, for the demo, tests and logs."""
@@ -73,20 +88,8 @@ class LabelwatchService:
         self.stop_event.set()
 
     def _consumer(self) -> KafkaConsumer:
-        s = self.settings
-        return KafkaConsumer(
-            s.input_topic,
-            group_id=s.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset=s.auto_offset_reset,
-            max_poll_records=s.max_poll_records,
-            max_poll_interval_ms=s.max_poll_interval_ms,
-            session_timeout_ms=s.session_timeout_ms,
-            heartbeat_interval_ms=s.heartbeat_interval_ms,
-            fetch_max_bytes=max(52_428_800, s.max_message_bytes),
-            max_partition_fetch_bytes=max(1_048_576, s.max_message_bytes * 2),
-            **s.kafka_config(),
-        )
+        return KafkaConsumer(self.settings.input_topic, group_id=self.settings.group_id,
+                             **consumer_options(self.settings))
 
     def _producer(self) -> KafkaProducer:
         return KafkaProducer(acks="all", linger_ms=5, retries=5, **self.settings.kafka_config())
