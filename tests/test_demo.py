@@ -1,0 +1,29 @@
+"""``labelwatch demo``: the embedded default, run exactly as a new user runs it."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+
+def _tansu_processes() -> set[str]:
+    listing = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return {line.split()[0] for line in listing.splitlines() if "tansu broker" in line}
+
+
+def test_demo_reports_what_it_caught_and_leaves_no_broker_behind():
+    before = _tansu_processes()
+    done = subprocess.run([sys.executable, "-m", "consumer", "demo", "--limit", "900"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert re.search(r"started a Tansu broker on 127\.0\.0\.1:\d+", out)
+    assert "produced 900 samples of 'digits'" in out
+    final = re.search(r"after the final re-audit\s*: flagged (\d+) .* precision ([\d.]+)\s+recall ([\d.]+)", out)
+    assert final, out
+    flagged, precision, recall = int(final.group(1)), float(final.group(2)), float(final.group(3))
+    assert flagged > 0 and precision >= 0.7 and recall >= 0.5, out
+    assert "dead-lettered 3 malformed messages" in out
+    assert re.search(r"metrics: http://127\.0\.0\.1:\d+/metrics", out)
+    assert _tansu_processes() <= before, "the demo left a broker running"
