@@ -186,3 +186,11 @@ def test_settings_are_frozen():
     settings = Settings()
     with pytest.raises(ValidationError):
         settings.n_clusters = 2
+
+
+def test_every_setting_is_documented_in_the_readme():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [name for name in Settings.model_fields if f"--{name.replace('_', '-')}" not in readme]
+    assert not missing, f"README's settings table lacks {missing}"
