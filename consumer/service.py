@@ -8,7 +8,8 @@ One iteration, in order:
 
 1. ``poll`` up to ``max_poll_records`` records;
 2. decode, embed and judge them (:class:`~consumer.pipeline.Pipeline`);
-3. produce review events (keyed by ``sample_id``) and dead letters (with error headers);
+3. produce review events (keyed by ``sample_id``), dead letters (with error headers) and, when a
+   verdict topic is set, one verdict per processed sample;
 4. ``flush`` the producer and check every delivery;
 5. commit the next offset of each partition.
 
@@ -155,6 +156,11 @@ class LabelwatchService:
             producer.send(s.dlq_topic, value=letter.model_dump_json().encode(), headers=dead_letter_headers(letter))
             for _, letter in result.dead_letters
         ]
+        if s.verdict_topic:
+            futures += [
+                producer.send(s.verdict_topic, key=v.sample_id.encode(), value=v.model_dump_json().encode())
+                for v in result.verdicts
+            ]
         producer.flush()
         for future in futures:
             future.get(timeout=30)  # raises if a delivery failed: the batch is then not committed

@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     input_topic: str = Field("annotations", description="Topic of AnnotatedSample messages.")
     review_topic: str = Field("label-reviews", description="Topic that receives ReviewEvents.")
     dlq_topic: str = Field("annotations-dlq", description="Dead-letter topic for rejected input.")
+    verdict_topic: str | None = Field(
+        None, description="Optional topic with one SampleVerdict per processed sample, flagged or not.")
     group_id: str = Field("labelwatch", description="Kafka consumer group id.")
     auto_offset_reset: Literal["earliest", "latest"] = Field(
         "earliest", description="Where a new group starts reading.")

@@ -17,7 +17,7 @@ from kafka.admin import NewTopic
 from consumer.broker import free_port
 from consumer.datasets import corrupted_ids, inject_noise, load, to_messages
 from consumer.service import ERROR_HEADER_PREFIX
-from schemas import DeadLetter, ReviewEvent, make_event_id
+from schemas import DeadLetter, ReviewEvent, SampleVerdict, make_event_id
 
 pytestmark = pytest.mark.kafka
 
@@ -62,12 +62,12 @@ def _end_offsets(acks, partitions: int) -> dict[int, int | None]:
 
 def test_run_flags_corrupted_samples_dead_letters_bad_input_and_commits(kafka_broker, unique_name, tmp_path):
     bootstrap = kafka_broker.bootstrap_servers
-    topics = {name: unique_name(name) for name in ("annotations", "reviews", "dlq")}
+    topics = {name: unique_name(name) for name in ("annotations", "reviews", "dlq", "verdicts")}
     group = unique_name("group")
     partitions = 3
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     admin.create_topics([NewTopic(topics["annotations"], partitions, 1), NewTopic(topics["reviews"], 1, 1),
-                         NewTopic(topics["dlq"], 1, 1)])
+                         NewTopic(topics["dlq"], 1, 1), NewTopic(topics["verdicts"], 1, 1)])
     admin.close()
 
     data = load("digits")
@@ -87,7 +87,7 @@ def test_run_flags_corrupted_samples_dead_letters_bad_input_and_commits(kafka_br
     metrics_port = free_port()
     env = {**os.environ, "LABELWATCH_INPUT_TOPIC": topics["annotations"], "LABELWATCH_LOG_LEVEL": "INFO",
            "LABELWATCH_MAX_POLL_INTERVAL_MS": "10000", "LABELWATCH_SESSION_TIMEOUT_MS": "6000",
-           "LABELWATCH_HEARTBEAT_INTERVAL_MS": "2000"}
+           "LABELWATCH_HEARTBEAT_INTERVAL_MS": "2000", "LABELWATCH_VERDICT_TOPIC": topics["verdicts"]}
     service = subprocess.Popen(
         [sys.executable, "-m", "consumer", "run", "--bootstrap-servers", bootstrap,
          "--review-topic", topics["reviews"], "--dlq-topic", topics["dlq"], "--group-id", group,
@@ -129,6 +129,13 @@ def test_run_flags_corrupted_samples_dead_letters_bad_input_and_commits(kafka_br
     # a live stream has no end-of-input flush: precision first, recall grows with re-audits
     assert precision >= 0.85, f"precision {precision:.2f}"
     assert recall >= 0.35, f"recall {recall:.2f}"
+
+    # every input has a fate: a verdict for each valid sample (late re-audit verdicts come on top)
+    verdicts = [SampleVerdict.model_validate_json(m.value) for m in
+                _read_topic(bootstrap, topics["verdicts"], expected=len(messages))]
+    first = [v for v in verdicts if not v.late]
+    assert sorted(v.sample_id for v in first) == sorted(m["sample_id"] for m in messages)
+    assert {v.event_id for v in verdicts if v.flagged} == {e.event_id for e in events}
 
     letters = _read_topic(bootstrap, topics["dlq"], expected=len(MALFORMED))
     assert len(letters) == len(MALFORMED)
