@@ -47,14 +47,32 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("kafka").setLevel(logging.WARNING)
 
 
-def _pipeline(settings: Settings, metrics=None):
+def _pipeline(settings: Settings, metrics=None, state=None):
     from consumer.embedding import SentenceEmbedder
     from consumer.pipeline import Pipeline
 
     embedder = SentenceEmbedder(settings.embedding_model, batch_size=settings.embedding_batch_size,
                                 device=settings.embedding_device)
     return Pipeline(settings.monitor_config(), embedder, metrics=metrics,
-                    max_message_bytes=settings.max_message_bytes)
+                    max_message_bytes=settings.max_message_bytes, state=state)
+
+
+def _state(settings: Settings):
+    """The checkpoint store, verified before anything is consumed; ``None`` without a state dir."""
+    from consumer.state import CorruptStateError, StateStore
+
+    if not settings.state_dir:
+        return None
+    store = StateStore(settings.state_dir)
+    if settings.fresh_state:
+        aside = store.set_aside()
+        if aside:
+            logging.getLogger("labelwatch").warning("--fresh-state: previous checkpoints moved to %s", aside)
+    try:
+        store.verify()
+    except CorruptStateError as error:
+        raise SystemExit(f"labelwatch: {error}") from None
+    return store
 
 
 def cmd_run(args) -> int:
@@ -63,10 +81,11 @@ def cmd_run(args) -> int:
 
     settings = _settings(args, Settings.model_fields)
     _setup_logging(settings.log_level)
+    state = _state(settings)
     metrics = Metrics()
     if settings.metrics_port:
         metrics.serve(settings.metrics_port, settings.metrics_host)
-    service = LabelwatchService(settings, _pipeline(settings, metrics))
+    service = LabelwatchService(settings, _pipeline(settings, metrics, state))
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: service.stop())
     service.run()

@@ -12,6 +12,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from consumer.metrics import Metrics
+from consumer.state import StateStore
 from detectors import Assessment, Batch, LabelMonitor, MonitorConfig
 from schemas import AnnotatedSample, DeadLetter, Reason, ReviewEvent, SampleVerdict, SourcePosition, make_event_id
 
@@ -73,17 +74,32 @@ class Pipeline:
     """
 
     def __init__(self, monitor_config: MonitorConfig, embedder: Embedder | None,
-                 *, metrics: Metrics | None = None, max_message_bytes: int = 1_048_576):
+                 *, metrics: Metrics | None = None, max_message_bytes: int = 1_048_576,
+                 state: StateStore | None = None):
         self.monitor_config = monitor_config
         self.embedder = embedder
         self.metrics = metrics or Metrics()
         self.max_message_bytes = max_message_bytes
+        self.state = state
         self.monitors: dict[str, LabelMonitor] = {}
+        self._changed: set[str] = set()
 
     def monitor(self, dataset: str) -> LabelMonitor:
+        """The dataset's monitor: from memory, else from its checkpoint, else fresh."""
         if dataset not in self.monitors:
-            self.monitors[dataset] = LabelMonitor.from_config(self.monitor_config)
+            restored = self.state.load(dataset) if self.state is not None else None
+            self.monitors[dataset] = restored if restored is not None else LabelMonitor.from_config(self.monitor_config)
         return self.monitors[dataset]
+
+    def checkpoint(self) -> int:
+        """Save the state of every dataset that learned something since the last checkpoint."""
+        if self.state is None:
+            self._changed.clear()
+            return 0
+        for dataset in sorted(self._changed):
+            self.state.save(dataset, self.monitors[dataset])
+        saved, self._changed = len(self._changed), set()
+        return saved
 
     def process(self, records: Sequence[InputRecord]) -> BatchResult:
         """Judge a micro-batch. Every record ends as processed or as a dead letter."""
@@ -140,6 +156,7 @@ class Pipeline:
         )
         payloads = [(sample, record.source) for record, sample in kept]
         assessments, late = monitor.process(batch, payloads)
+        self._changed.add(dataset)
         result.n_processed += len(kept)
         label = self.metrics.dataset_label(dataset)
         self.metrics.samples_processed.labels(dataset=label).inc(len(kept))

@@ -1,8 +1,9 @@
 """The Kafka loop: poll a micro-batch, judge it, produce the results, then commit.
 
-Guarantee: **at-least-once**. Offsets of a batch are committed only after every review event
-and dead letter of that batch has been acknowledged by the broker. A crash before the commit
-replays the batch; replayed review events carry the same deterministic ``event_id``.
+Guarantee: **at-least-once**. Offsets are committed only at a checkpoint, after every review
+event and dead letter before it has been acknowledged by the broker and the detector state has
+been saved. A crash before the commit replays the batches since the last checkpoint; replayed
+review events carry the same deterministic ``event_id``.
 
 One iteration, in order:
 
@@ -11,7 +12,8 @@ One iteration, in order:
 3. produce review events (keyed by ``sample_id``), dead letters (with error headers) and, when a
    verdict topic is set, one verdict per processed sample;
 4. ``flush`` the producer and check every delivery;
-5. commit the next offset of each partition.
+5. every ``checkpoint_interval_ms``, when partitions are revoked, and on exit:
+   :meth:`LabelwatchService.checkpoint` saves the state, then commits the next offsets.
 
 SIGTERM or SIGINT only set a stop flag; the loop finishes its batch, commits and closes.
 """
@@ -24,7 +26,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata
 
@@ -72,6 +74,7 @@ class ServiceStats:
     dead_lettered: int = 0
     review_events: int = 0
     batches: int = 0
+    checkpoints: int = 0
 
 
 class LabelwatchService:
@@ -84,21 +87,28 @@ class LabelwatchService:
         self.stats = ServiceStats()
         self.stop_event = threading.Event()
         self.assigned = threading.Event()
+        self._pending: dict = {}  # partition -> next offset, processed and delivered but not committed
+        self._consumer_ref: KafkaConsumer | None = None
+        self._producer_ref: KafkaProducer | None = None
 
     def stop(self) -> None:
         self.stop_event.set()
 
     def _consumer(self) -> KafkaConsumer:
-        return KafkaConsumer(self.settings.input_topic, group_id=self.settings.group_id,
-                             **consumer_options(self.settings))
+        consumer = KafkaConsumer(group_id=self.settings.group_id, **consumer_options(self.settings))
+        consumer.subscribe([self.settings.input_topic], listener=_CheckpointOnRevoke(self))
+        return consumer
 
     def _producer(self) -> KafkaProducer:
         return KafkaProducer(acks="all", linger_ms=5, retries=5, **self.settings.kafka_config())
 
     def run(self) -> ServiceStats:
-        """Consume until :meth:`stop` is called; commit and close on the way out."""
-        consumer, producer = self._consumer(), self._producer()
+        """Consume until :meth:`stop` is called; checkpoint and close on the way out."""
+        self._consumer_ref = consumer = self._consumer()
+        self._producer_ref = producer = self._producer()
         log.info("consuming %s as group %s", self.settings.input_topic, self.settings.group_id)
+        interval = self.settings.checkpoint_interval_ms / 1000
+        last_checkpoint = time.monotonic()
         try:
             while not self.stop_event.is_set():
                 polled = consumer.poll(timeout_ms=self.settings.poll_timeout_ms,
@@ -106,8 +116,12 @@ class LabelwatchService:
                 if consumer.assignment():
                     self.assigned.set()
                 if polled:
-                    self._handle(consumer, producer, polled)
+                    self._handle(producer, polled)
+                if self._pending and time.monotonic() - last_checkpoint >= interval:
+                    self.checkpoint()
+                    last_checkpoint = time.monotonic()
                 self._update_lag(consumer)
+            self.checkpoint()
         finally:
             producer.flush()
             producer.close()
@@ -115,7 +129,33 @@ class LabelwatchService:
             log.info("stopped after %d records", self.stats.consumed)
         return self.stats
 
-    def _handle(self, consumer: KafkaConsumer, producer: KafkaProducer, polled) -> None:
+    def checkpoint(self) -> None:
+        """Make everything processed so far durable, in order: outputs, state, then offsets.
+
+        1. the producer is flushed and every delivery confirmed (done per batch in ``_deliver``);
+        2. the detector state of every changed dataset is saved atomically;
+        3. the next offset of every partition processed is committed.
+
+        A crash before 3 replays the uncommitted batches: outputs repeat with the same ids, and
+        the state (if saved in 2) learns those samples a second time, a bounded repetition.
+        """
+        if not self._pending:
+            return
+        self._producer_ref.flush()
+        saved = self.pipeline.checkpoint()
+        offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self._pending.items()}
+        try:
+            self._consumer_ref.commit(offsets)
+        except CommitFailedError as error:
+            # The group rebalanced under us (e.g. a poll outlasted max_poll_interval_ms). The outputs
+            # are delivered; the partitions' next owner replays these batches with the same event ids.
+            log.warning("commit failed after a rebalance, the batches will be replayed: %s", error)
+            self.metrics.commit_failures.inc()
+        self._pending.clear()
+        self.stats.checkpoints += 1
+        log.debug("checkpoint: %d datasets saved, %d partitions committed", saved, len(offsets))
+
+    def _handle(self, producer: KafkaProducer, polled) -> None:
         started = time.perf_counter()
         records = [
             InputRecord(value=r.value, source=SourcePosition(topic=r.topic, partition=r.partition, offset=r.offset),
@@ -124,15 +164,9 @@ class LabelwatchService:
         ]
         result = self.pipeline.process(records)
         self._deliver(producer, result)
-        try:
-            consumer.commit({
-                tp: OffsetAndMetadata(batch[-1].offset + 1, "", -1) for tp, batch in polled.items() if batch
-            })
-        except CommitFailedError as error:
-            # The group rebalanced under us (e.g. a poll outlasted max_poll_interval_ms). The outputs
-            # are delivered; the partitions' next owner replays this batch with the same event ids.
-            log.warning("commit failed after a rebalance, the batch will be replayed: %s", error)
-            self.metrics.commit_failures.inc()
+        for tp, batch in polled.items():
+            if batch:
+                self._pending[tp] = batch[-1].offset + 1
         now = time.time()
         for record in records:
             if record.timestamp_ms and record.timestamp_ms > 0:
@@ -174,6 +208,20 @@ class LabelwatchService:
             if position is not None:
                 self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
                     max(0, highwater - position))
+
+
+class _CheckpointOnRevoke(ConsumerRebalanceListener):
+    """Before partitions move to another instance, make what was processed from them durable."""
+
+    def __init__(self, service: LabelwatchService):
+        self.service = service
+
+    def on_partitions_revoked(self, revoked) -> None:
+        if self.service._consumer_ref is not None:
+            self.service.checkpoint()
+
+    def on_partitions_assigned(self, assigned) -> None:
+        log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
 
 def ensure_topics(settings: Settings, topics: Sequence[str], partitions: int = 1) -> None:

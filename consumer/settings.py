@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     ssl_password: SecretStr | None = None
+    # Durable state
+    state_dir: str | None = Field(None, description="Directory of per-dataset detector checkpoints.")
+    fresh_state: bool = Field(False, description="Set existing checkpoints aside (never deleted) and start empty.")
+    checkpoint_interval_ms: int = Field(
+        5_000, ge=0, description="How often to save state and commit offsets; 0 does it after every batch.")
     # Embedding
     embedding_model: str = Field(
         DEFAULT_EMBEDDING_MODEL,
