@@ -1,0 +1,102 @@
+"""Faults against a real broker: bounded, self-stopping, and nothing may be lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import orjson
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+
+from consumer.broker import LocalBroker
+from schemas import SampleVerdict
+
+pytestmark = pytest.mark.kafka
+QUICK_GROUP = {"LABELWATCH_MAX_POLL_INTERVAL_MS": "10000", "LABELWATCH_SESSION_TIMEOUT_MS": "6000",
+               "LABELWATCH_HEARTBEAT_INTERVAL_MS": "2000"}
+
+
+def _messages(n: int, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(5, 16)) * 3
+    which = rng.integers(0, 5, n)
+    vectors = centers[which] + rng.normal(size=(n, 16))
+    return [{"sample_id": f"f{i}", "label": str(which[i]), "embedding": [round(float(v), 4) for v in vectors[i]]}
+            for i in range(n)]
+
+
+def _read(bootstrap: str, topic: str, expected: int, timeout: float = 60) -> list:
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=1500)
+    out, deadline = [], time.monotonic() + timeout
+    try:
+        while len(out) < expected and time.monotonic() < deadline:
+            out.extend(consumer)
+    finally:
+        consumer.close()
+    return out
+
+
+def _committed_total(bootstrap: str, group: str, topic: str, partitions: int) -> int:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        return sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in range(partitions))
+    finally:
+        consumer.close(autocommit=False)
+
+
+def test_a_15_second_broker_stall_loses_nothing_and_needs_no_restart(tmp_path):
+    with LocalBroker() as broker:
+        bootstrap, n, partitions = broker.bootstrap_servers, 6000, 2
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        admin.create_topics([NewTopic("in", partitions, 1), NewTopic("reviews", 1, 1), NewTopic("dlq", 1, 1),
+                             NewTopic("verdicts", 1, 1)])
+        admin.close()
+        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+        for message in _messages(n):
+            producer.send("in", key=message["sample_id"].encode(), value=orjson.dumps(message))
+        producer.flush()
+        producer.close()
+
+        env = {**os.environ, **QUICK_GROUP, "LABELWATCH_CHECKPOINT_INTERVAL_MS": "500",
+               "LABELWATCH_MAX_POLL_RECORDS": "200"}
+        service = subprocess.Popen(
+            [sys.executable, "-m", "consumer", "run", "--bootstrap-servers", bootstrap, "--input-topic", "in",
+             "--review-topic", "reviews", "--dlq-topic", "dlq", "--verdict-topic", "verdicts", "--group-id", "g",
+             "--metrics-port", "0", "--state-dir", str(tmp_path)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while _committed_total(bootstrap, "g", "in", partitions) < 1000:
+                assert service.poll() is None and time.monotonic() < deadline, "service did not start working"
+                time.sleep(0.5)
+            os.kill(broker.process.pid, signal.SIGSTOP)
+            time.sleep(15)
+            os.kill(broker.process.pid, signal.SIGCONT)
+            deadline = time.monotonic() + 180
+            while _committed_total(bootstrap, "g", "in", partitions) < n:
+                assert service.poll() is None, "the service died during the stall:\n" + service.stdout.read().decode()
+                assert time.monotonic() < deadline, "the service did not recover within 180 s after the stall"
+                time.sleep(1)
+            service.send_signal(signal.SIGTERM)
+            assert service.wait(timeout=30) == 0
+        finally:
+            if broker.process.poll() is None:
+                os.kill(broker.process.pid, signal.SIGCONT)
+            if service.poll() is None:
+                service.kill()
+                service.wait()
+
+        verdicts = [SampleVerdict.model_validate_json(m.value) for m in _read(bootstrap, "verdicts", n)]
+        first = {}
+        for verdict in verdicts:
+            if not verdict.late:
+                first.setdefault(verdict.sample_id, set()).add(verdict.event_id)
+        assert len(first) == n, f"{n - len(first)} samples have no verdict"
+        assert all(len(ids) == 1 for ids in first.values()), "a replayed verdict changed its id"
