@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-NonEmpty = Field(min_length=1)
+FLOAT32_MAX = 3.4028234663852886e38
+"""Embeddings are processed as float32: larger magnitudes would silently become infinite."""
 
 
 class UserPrediction(BaseModel):
@@ -73,6 +74,8 @@ class AnnotatedSample(BaseModel):
     def _embedding_is_finite(cls, value: list[float] | None) -> list[float] | None:
         if value is not None and not all(math.isfinite(x) for x in value):
             raise ValueError("embedding must contain only finite numbers (no NaN or Infinity)")
+        if value is not None and any(abs(x) > FLOAT32_MAX for x in value):
+            raise ValueError(f"embedding values must lie within float32 range (|x| <= {FLOAT32_MAX:.4g})")
         return value
 
     @model_validator(mode="after")
