@@ -60,7 +60,8 @@ from consumer.datasets import inject_noise, load, to_messages
 from consumer.embedding import SentenceEmbedder
 from consumer.metrics import Metrics
 from consumer.pipeline import Pipeline
-from consumer.service import LabelwatchService, consumer_options, ensure_topics
+from consumer.service import LabelwatchService, consumer_options
+from consumer.topics import ensure_topics
 from consumer.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent

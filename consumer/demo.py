@@ -7,14 +7,15 @@ import threading
 import time
 
 import orjson
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 
 from consumer.broker import LocalBroker, free_port
 from consumer.datasets import corrupted_ids, inject_noise, load, to_messages
 from consumer.embedding import SentenceEmbedder
 from consumer.metrics import Metrics
 from consumer.pipeline import Pipeline
-from consumer.service import LabelwatchService, ensure_topics
+from consumer.service import LabelwatchService
+from consumer.topics import ensure_topics, read_topic
 from consumer.settings import Settings
 from schemas import DeadLetter, ReviewEvent
 
@@ -23,17 +24,6 @@ MALFORMED = [
     b'{"sample_id": "no-label", "embedding": [1.0, 2.0]}',
     b'{"sample_id": "x", "label": "3", "embedding": [1.0, "NaN"]}',
 ]
-
-
-def _read_all(settings: Settings, topic: str, expected: int, timeout: float = 30.0) -> list:
-    consumer = KafkaConsumer(topic, auto_offset_reset="earliest", enable_auto_commit=False,
-                             consumer_timeout_ms=2000, **settings.kafka_config())
-    values, deadline = [], time.monotonic() + timeout
-    with contextlib.closing(consumer):
-        while len(values) < expected and time.monotonic() < deadline:
-            for message in consumer:
-                values.append(message.value)
-    return values
 
 
 def run_demo(settings: Settings, *, dataset: str = "digits", noise: float = 0.1, seed: int = 0,
@@ -90,10 +80,10 @@ def run_demo(settings: Settings, *, dataset: str = "digits", noise: float = 0.1,
         producer.flush()
         producer.close()
 
-        events = [ReviewEvent.model_validate_json(v) for v in
-                  _read_all(settings, settings.review_topic, live_count + len(final.events))]
-        letters = [DeadLetter.model_validate_json(v) for v in
-                   _read_all(settings, settings.dlq_topic, service.stats.dead_lettered)]
+        events = [ReviewEvent.model_validate_json(r.value) for r in
+                  read_topic(settings.kafka_config(), settings.review_topic, live_count + len(final.events))]
+        letters = [DeadLetter.model_validate_json(r.value) for r in
+                   read_topic(settings.kafka_config(), settings.dlq_topic, service.stats.dead_lettered)]
 
     out(f"processed {service.stats.processed} samples in {elapsed:.1f}s "
         f"({service.stats.processed / max(elapsed, 1e-9):.0f}/s); detectors {settings.detectors}, "

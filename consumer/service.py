@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
@@ -222,23 +221,3 @@ class _CheckpointOnRevoke(ConsumerRebalanceListener):
 
     def on_partitions_assigned(self, assigned) -> None:
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
-
-
-def ensure_topics(settings: Settings, topics: Sequence[str], partitions: int = 1) -> None:
-    """Create ``topics`` if they do not exist yet (for local brokers and the demo)."""
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    admin = KafkaAdminClient(**settings.kafka_config())
-    try:
-        existing = set(admin.list_topics())
-        missing = [NewTopic(t, partitions, 1) for t in dict.fromkeys(topics) if t not in existing]
-        if missing:
-            try:
-                admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass
-    finally:
-        admin.close()
-

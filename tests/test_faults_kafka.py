@@ -15,6 +15,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
 from consumer.broker import LocalBroker
+from consumer.topics import read_topic
 from schemas import SampleVerdict
 
 pytestmark = pytest.mark.kafka
@@ -29,18 +30,6 @@ def _messages(n: int, seed: int = 0) -> list[dict]:
     vectors = centers[which] + rng.normal(size=(n, 16))
     return [{"sample_id": f"f{i}", "label": str(which[i]), "embedding": [round(float(v), 4) for v in vectors[i]]}
             for i in range(n)]
-
-
-def _read(bootstrap: str, topic: str, expected: int, timeout: float = 60) -> list:
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=1500)
-    out, deadline = [], time.monotonic() + timeout
-    try:
-        while len(out) < expected and time.monotonic() < deadline:
-            out.extend(consumer)
-    finally:
-        consumer.close()
-    return out
 
 
 def _committed_total(bootstrap: str, group: str, topic: str, partitions: int) -> int:
@@ -93,7 +82,7 @@ def test_a_15_second_broker_stall_loses_nothing_and_needs_no_restart(tmp_path):
                 service.kill()
                 service.wait()
 
-        verdicts = [SampleVerdict.model_validate_json(m.value) for m in _read(bootstrap, "verdicts", n)]
+        verdicts = [SampleVerdict.model_validate_json(m.value) for m in read_topic({"bootstrap_servers": bootstrap}, "verdicts", n, timeout=60)]
         first = {}
         for verdict in verdicts:
             if not verdict.late:

@@ -17,6 +17,7 @@ from kafka.admin import NewTopic
 from consumer.broker import free_port
 from consumer.datasets import corrupted_ids, inject_noise, load, to_messages
 from consumer.service import ERROR_HEADER_PREFIX
+from consumer.topics import read_topic
 from schemas import DeadLetter, ReviewEvent, SampleVerdict, make_event_id
 
 pytestmark = pytest.mark.kafka
@@ -27,18 +28,6 @@ MALFORMED = {
     b'{"sample_id": "m-2", "label": "3", "dataset": "digits", "embedding": [1, 2, 3]}': "dimension_mismatch",
     b"\xff\xfe\x00binary": "not_json",
 }
-
-
-def _read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list:
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=1500)
-    messages, deadline = [], time.monotonic() + timeout
-    try:
-        while len(messages) < expected and time.monotonic() < deadline:
-            messages.extend(consumer)
-    finally:
-        consumer.close()
-    return messages
 
 
 def _committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int | None]:
@@ -118,7 +107,7 @@ def test_run_flags_corrupted_samples_dead_letters_bad_input_and_commits(kafka_br
             service.kill()
             service.wait()
 
-    reviews = _read_topic(bootstrap, topics["reviews"], expected=1)
+    reviews = read_topic({"bootstrap_servers": bootstrap}, topics["reviews"], expected=1)
     events = [ReviewEvent.model_validate_json(m.value) for m in reviews]
     assert all(m.key.decode() == e.sample_id for m, e in zip(reviews, events))
     assert all(e.event_id == make_event_id(e.dataset, e.sample_id, e.label, "flagged") for e in events)
@@ -132,12 +121,12 @@ def test_run_flags_corrupted_samples_dead_letters_bad_input_and_commits(kafka_br
 
     # every input has a fate: a verdict for each valid sample (late re-audit verdicts come on top)
     verdicts = [SampleVerdict.model_validate_json(m.value) for m in
-                _read_topic(bootstrap, topics["verdicts"], expected=len(messages))]
+                read_topic({"bootstrap_servers": bootstrap}, topics["verdicts"], expected=len(messages))]
     first = [v for v in verdicts if not v.late]
     assert sorted(v.sample_id for v in first) == sorted(m["sample_id"] for m in messages)
     assert {v.event_id for v in verdicts if v.flagged} == {e.event_id for e in events}
 
-    letters = _read_topic(bootstrap, topics["dlq"], expected=len(MALFORMED))
+    letters = read_topic({"bootstrap_servers": bootstrap}, topics["dlq"], expected=len(MALFORMED))
     assert len(letters) == len(MALFORMED)
     by_original = {DeadLetter.model_validate_json(m.value).original_bytes(): m for m in letters}
     assert set(by_original) == set(MALFORMED)
