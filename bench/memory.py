@@ -23,12 +23,7 @@ section of ``--out`` (other sections are left alone).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import gc
-import os
-import platform
-import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -40,7 +35,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.report import cpu_model, replace_section  # noqa: E402
+from bench.report import command_line, load_average, provenance, replace_section  # noqa: E402
 from consumer.datasets import inject_noise  # noqa: E402
 from consumer.pipeline import InputRecord, Pipeline  # noqa: E402
 from consumer.settings import Settings  # noqa: E402
@@ -156,27 +151,6 @@ def run(n_total: int, checkpoints: list[int], batch_size: int, seed: int, say) -
 # ------------------------------------------------------------------------------------ report
 
 
-def command_line() -> str:
-    """The command as typed, with paths relative to the working directory."""
-    def short(path: Path) -> str:
-        path = Path(os.path.abspath(path))  # keeps the venv's python link unresolved
-        return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
-
-    return " ".join(shlex.quote(part) for part in [short(Path(sys.executable)), short(Path(sys.argv[0])),
-                                                   *sys.argv[1:]])
-
-
-def git_revision() -> str:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True,
-                               check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return rev + ("-dirty" if dirty else "")
-
-
 def mib(kib: int) -> str:
     return f"{kib / 1024:,.1f}"
 
@@ -205,30 +179,16 @@ def verdict_line(readings: list[Reading]) -> tuple[float, str]:
                    f"(target <= {TARGET_RATIO:.2f}: {met})")
 
 
-def load_average() -> float:
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-
-
 def section(start: Reading, readings: list[Reading], counts: dict, args, command: str,
             load: tuple[float, float]) -> str:
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     ratio, verdict = verdict_line(readings)
     last = readings[-1]
     settings = Settings()
     return "\n".join([
         "## Memory: bounded RSS on a long stream (vector path)",
         "",
-        f"Measured {now} on {cores} cores (nproc; {cpu_model()}), Python {platform.python_version()}, "
-        f"{platform.system()} {platform.machine()}, numpy {np.__version__}. Revision `{git_revision()}`; "
-        f"1-minute load average {load[0]:.2f} before the run and {load[1]:.2f} after it (above 0 means other "
-        f"work shared the cores, which slows the samples/s figures but not the RSS ones).",
-        "",
-        "Command:",
-        "",
-        "```sh",
-        command,
-        "```",
+        *provenance(f"numpy {np.__version__}", load, command,
+                    ", which slows the samples/s figures but not the RSS ones"),
         "",
         f"Target: RSS after 200k samples within 10% of RSS after 20k. **{verdict}.**",
         "",

@@ -23,7 +23,6 @@ from then on it is a precomputed 384-d vector like every other dataset.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import datetime as dt
 import hashlib

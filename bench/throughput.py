@@ -34,12 +34,7 @@ The results go to stdout and to the ``Throughput`` section of ``--out`` (between
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime as dt
 import logging
-import os
-import platform
-import shlex
 import sys
 import threading
 import time
@@ -54,7 +49,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.report import cpu_model, replace_section  # noqa: E402
+from bench.report import command_line, load_average, provenance, replace_section  # noqa: E402
 from consumer.broker import LocalBroker
 from consumer.datasets import inject_noise, load, to_messages
 from consumer.embedding import SentenceEmbedder
@@ -288,27 +283,6 @@ def _version(package: str) -> str:
         return "?"
 
 
-def _git_revision() -> str:
-    import subprocess
-
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True,
-                              text=True, timeout=10)
-        if done.returncode == 0:
-            return done.stdout.strip()
-    return "unknown"
-
-
-def command_line() -> str:
-    """The command as it was run, with the interpreter and script relative to the working directory."""
-    def short(path: Path) -> str:
-        path = Path(os.path.abspath(path))  # keeps the venv's python link unresolved
-        return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
-
-    return " ".join(shlex.quote(part) for part in [short(Path(sys.executable)), short(Path(sys.argv[0])),
-                                                   *sys.argv[1:]])
-
-
 def _fmt_rate(rate: float) -> str:
     return f"{rate:,.0f}" if rate >= 100 else f"{rate:,.1f}"
 
@@ -329,7 +303,6 @@ def table(rows: list[Row]) -> str:
 
 def section(rows: list[Row], args: argparse.Namespace, settings: Settings, command: str,
             load: tuple[float, float]) -> str:
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     def join(name: str, timing: Timing) -> str:
         if timing.join_seconds is None:
             return ""
@@ -339,21 +312,12 @@ def section(rows: list[Row], args: argparse.Namespace, settings: Settings, comma
         f"{row.path.split(' (')[0].lower()}: " + (join("service", row.service) + join("baseline", row.baseline))[2:]
         for row in rows)
     notes = "; ".join(f"{row.path.split(' (')[0].lower()}: {row.notes}" for row in rows if row.notes)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return "\n".join([
         "## Throughput",
         "",
-        f"Measured {now} on {cores} cores (nproc; {cpu_model()}), Python {platform.python_version()}, "
-        f"{platform.system()} {platform.machine()}; torch {_version('torch')} ({_torch_threads()} threads), "
-        f"sentence-transformers {_version('sentence-transformers')}, kafka-python {_version('kafka-python')}, "
-        f"Tansu broker in memory on loopback. Revision `{_git_revision()}`; 1-minute load average "
-        f"{load[0]:.2f} before the run and {load[1]:.2f} after it (above 0 means other work shared the cores).",
-        "",
-        "Command:",
-        "",
-        "```sh",
-        command,
-        "```",
+        *provenance(f"torch {_version('torch')} ({_torch_threads()} threads), sentence-transformers "
+                    f"{_version('sentence-transformers')}, kafka-python {_version('kafka-python')}, Tansu broker "
+                    f"in memory on loopback", load, command),
         "",
         table(rows),
         "",
@@ -407,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         print(message, file=sys.stderr, flush=True)
 
     command = command_line()
-    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load_before = load_average()
     if load_before > 0.5:
         say(f"note: 1-minute load average is {load_before:.2f}; other work on the machine skews the figures")
     with LocalBroker() as broker:
@@ -417,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
                 measure_texts(base, n_texts, args.seed, timeout, text_poll_records, say)]
 
     print(table(rows))
-    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load_after = load_average()
     replace_section(args.out, "throughput", section(rows, args, base, command, (load_before, load_after)))
     say(f"wrote the Throughput section of {args.out}")
     return 0

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import string
 from collections import Counter
 
 import numpy as np
