@@ -101,8 +101,11 @@ class Detector(ABC):
     def learn_many(self, batch: Batch) -> None:
         """Update the detector's state with ``batch``."""
 
-    def rescore_many(self, batch: Batch) -> list[Signal] | None:
+    def rescore_many(self, batch: Batch, *, refit_thresholds: bool = False) -> list[Signal] | None:
         """Re-judge samples this detector has already learned, still out of sample.
+
+        ``refit_thresholds`` asks a detector with learned thresholds to refit them over ``batch``
+        alone, as a batch method would over a whole window (the final re-audit).
 
         Returns ``None`` when the detector cannot do that; a re-audit then keeps its first signal.
         """

@@ -191,12 +191,7 @@ class LabelMonitor:
         has_probas = any(p.user_proba for p in pending)
         batch = Batch(np.vstack([p.vector for p in pending]), [p.label for p in pending],
                       [p.user_proba for p in pending] if has_probas else None, [p.sample_id for p in pending])
-        rescored = {}
-        for detector in self.detectors:
-            if isinstance(detector, ConfidentLearning):
-                rescored[detector.name] = detector.rescore_many(batch, refit_thresholds=refit_thresholds)
-            else:
-                rescored[detector.name] = detector.rescore_many(batch)
+        rescored = {d.name: d.rescore_many(batch, refit_thresholds=refit_thresholds) for d in self.detectors}
         late = []
         for i, entry in enumerate(pending):
             signals = {name: (sigs[i] if sigs is not None else entry.assessment.signals[name])

@@ -197,7 +197,7 @@ class NeighborAgreement(Detector):
             return [NEUTRAL] * len(batch)
         return self._judge(batch)
 
-    def rescore_many(self, batch: Batch) -> list[Signal]:
+    def rescore_many(self, batch: Batch, *, refit_thresholds: bool = False) -> list[Signal]:
         """Re-judge already learned samples; each is left out of its own vote."""
         return self.score_many(batch)
 
