@@ -146,6 +146,15 @@ class ClusterDisagreement(Detector):
         """Clusters that hold at least one sample of the window."""
         return int((self._counts.sum(axis=1) > 0).sum())
 
+    @property
+    def purity(self) -> float | None:
+        """Share of the window's samples whose label is their cluster's majority label (1.0 = unmixed).
+
+        ``None`` before the first fit.
+        """
+        total = int(self._counts.sum()) if self._fitted else 0
+        return float(self._counts.max(axis=1).sum() / total) if total else None
+
     def label_counts(self) -> dict[int, dict[str, int]]:
         """Label counts of each cluster over the window, under the current centroids.
 

@@ -52,6 +52,7 @@ class MonitorConfig:
     confident_warmup: int = 50
     reaudit_window: int = 10_000
     reaudit_delay: int = 250
+    learning_step: int = 500
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -60,6 +61,8 @@ class MonitorConfig:
             raise ValueError(f"unknown detectors {sorted(unknown)}; choose from {sorted(DETECTORS)}")
         if not self.voters or not set(self.voters) <= set(self.detectors):
             raise ValueError(f"voters {list(self.voters)} must be a non-empty subset of detectors {list(self.detectors)}")
+        if self.learning_step < 1:
+            raise ValueError("learning_step must be at least 1")
         if self.reaudit_delay > self.reaudit_window:
             raise ValueError("reaudit_delay must not exceed reaudit_window")
         Combiner.parse(self.policy)
@@ -122,17 +125,26 @@ class _Pending:
 class LabelMonitor:
     """Runs one dataset's detectors test-then-train, combines the voters, and re-audits.
 
+    **Learning steps.** Every sample is judged the moment it arrives, by detectors that have
+    learned every *completed* step of ``learning_step`` samples before it. A step is learned once
+    it is complete. So a verdict depends only on the dataset's sample sequence, never on how the
+    stream was cut into micro-batches: a replay after a crash, polled in other batch sizes,
+    judges every sample exactly as the first run did.
+
     **Retrospective re-audit.** The last ``reaudit_window`` samples are remembered. A sample whose
     verdict is clean is re-scored with all the evidence gathered since, when ``reaudit_delay``
-    newer samples have arrived, then again at four times that age, sixteen times, and so on while
-    it is in the window (detectors that cannot re-score out of sample keep their first signal). :meth:`flush` re-scores every clean sample still in the window, with
-    thresholds refitted over the window, as a batch method would. A sample flagged by a re-audit
-    comes back as a :class:`LateVerdict`.
+    newer samples have been learned, then again at four times that age, sixteen times, and so on
+    while it is in the window (detectors that cannot re-score out of sample keep their first
+    signal). :meth:`flush` learns the unfinished step and re-scores every clean sample still in
+    the window, with thresholds refitted over the window, as a batch method would. A sample
+    flagged by a re-audit comes back as a :class:`LateVerdict`.
 
     >>> monitor = LabelMonitor.from_config(MonitorConfig(n_clusters=2, model_warmup=10))
     >>> assessments, late = monitor.process(Batch.of(np.eye(4)[[0, 1, 0, 1]], ["a", "b", "a", "b"]))
     >>> [a.verdict.flagged for a in assessments], late
     ([False, False, False, False], [])
+    >>> monitor.n_seen, monitor.n_learned  # judged, but the step of 500 is not complete yet
+    (4, 0)
     """
 
     detectors: list[Detector]
@@ -140,14 +152,17 @@ class LabelMonitor:
     voters: tuple[str, ...] | None = None
     reaudit_window: int = 10_000
     reaudit_delay: int = 250
+    learning_step: int = 500
     dimension: int | None = None
     n_seen: int = 0
+    n_learned: int = 0
     _window: deque = field(default_factory=deque, repr=False)
+    _unlearned: list = field(default_factory=list, repr=False)
 
     @classmethod
     def from_config(cls, config: MonitorConfig) -> LabelMonitor:
         return cls(config.build_detectors(), Combiner.parse(config.policy), tuple(config.voters),
-                   config.reaudit_window, config.reaudit_delay)
+                   config.reaudit_window, config.reaudit_delay, config.learning_step)
 
     def detector(self, name: str) -> Detector | None:
         return next((d for d in self.detectors if d.name == name), None)
@@ -157,40 +172,72 @@ class LabelMonitor:
         return Assessment(self.combiner.combine(voting), signals)
 
     def process(self, batch: Batch, payloads: Sequence[Any] | None = None) -> tuple[list[Assessment], list[LateVerdict]]:
-        """Judge every sample of ``batch`` out of sample, learn from it, then run due re-audits."""
+        """Judge every sample of ``batch`` out of sample; learn each completed step, then run due re-audits."""
         if len(batch) == 0:
             return [], []
         if self.dimension is None:
             self.dimension = batch.vectors.shape[1]
         elif batch.vectors.shape[1] != self.dimension:
             raise ValueError(f"vectors have dimension {batch.vectors.shape[1]}, this dataset has {self.dimension}")
-        per_detector = {d.name: d.process_many(batch) for d in self.detectors}
-        assessments = [self._assess({name: sigs[i] for name, sigs in per_detector.items()}) for i in range(len(batch))]
         payloads = payloads if payloads is not None else [None] * len(batch)
+        assessments: list[Assessment] = []
+        late: list[LateVerdict] = []
+        start = 0
+        while start < len(batch):
+            end = min(len(batch), start + self.learning_step - len(self._unlearned))
+            part = batch if (start, end) == (0, len(batch)) else batch.take(range(start, end))
+            assessments += self._judge(part, payloads[start:end])
+            if len(self._unlearned) >= self.learning_step:
+                late += self._learn_step(part if len(part) == len(self._unlearned) else None)
+            start = end
+        return assessments, late
+
+    def _judge(self, batch: Batch, payloads: Sequence[Any]) -> list[Assessment]:
+        per_detector = {d.name: d.score_many(batch) for d in self.detectors}
+        assessments = [self._assess({name: sigs[i] for name, sigs in per_detector.items()}) for i in range(len(batch))]
         probas = batch.user_probas or [None] * len(batch)
         for i, assessment in enumerate(assessments):
             arrived = self.n_seen + i
-            self._window.append(_Pending(batch.vectors[i], batch.labels[i], probas[i], batch.ids[i], payloads[i],
-                                         assessment, arrived, arrived + max(self.reaudit_delay, 1)))
+            entry = _Pending(batch.vectors[i], batch.labels[i], probas[i], batch.ids[i], payloads[i],
+                             assessment, arrived, arrived + max(self.reaudit_delay, 1))
+            self._window.append(entry)
+            self._unlearned.append(entry)
         self.n_seen += len(batch)
         while len(self._window) > self.reaudit_window:
             self._window.popleft()
-        due = [p for p in self._window if not p.assessment.verdict.flagged and p.due <= self.n_seen]
+        return assessments
+
+    def _learn_step(self, scored: Batch | None = None) -> list[LateVerdict]:
+        """Learn the samples judged since the last step, then re-audit the clean ones now due.
+
+        ``scored`` is the batch object just scored when it is exactly the step, so detectors can
+        reuse what they computed while scoring it.
+        """
+        batch = scored if scored is not None else _batch_of(self._unlearned)
+        for detector in self.detectors:
+            detector.learn_many(batch)
+        self.n_learned += len(self._unlearned)
+        self._unlearned = []
+        due = [p for p in self._window if not p.assessment.verdict.flagged and p.due <= self.n_learned]
         for entry in due:
             entry.due = entry.arrived + REAUDIT_GROWTH * (entry.due - entry.arrived)
-        return assessments, self._reaudit(due, refit_thresholds=False)
+        return self._reaudit(due, refit_thresholds=False)
 
     def flush(self) -> list[LateVerdict]:
-        """Re-audit every clean sample in the window now, with thresholds refitted over the window."""
+        """Learn the unfinished step, then re-audit every clean sample in the window, thresholds refitted."""
+        if self._unlearned:
+            batch = _batch_of(self._unlearned)
+            for detector in self.detectors:
+                detector.learn_many(batch)
+            self.n_learned += len(self._unlearned)
+            self._unlearned = []
         pending = [p for p in self._window if not p.assessment.verdict.flagged]
         return self._reaudit(pending, refit_thresholds=True)
 
     def _reaudit(self, pending: list[_Pending], *, refit_thresholds: bool) -> list[LateVerdict]:
         if not pending:
             return []
-        has_probas = any(p.user_proba for p in pending)
-        batch = Batch(np.vstack([p.vector for p in pending]), [p.label for p in pending],
-                      [p.user_proba for p in pending] if has_probas else None, [p.sample_id for p in pending])
+        batch = _batch_of(pending)
         rescored = {d.name: d.rescore_many(batch, refit_thresholds=refit_thresholds) for d in self.detectors}
         late = []
         for i, entry in enumerate(pending):
@@ -201,3 +248,9 @@ class LabelMonitor:
                 entry.assessment = assessment
                 late.append(LateVerdict(entry.payload, assessment))
         return late
+
+
+def _batch_of(entries: Sequence[_Pending]) -> Batch:
+    has_probas = any(p.user_proba for p in entries)
+    return Batch(np.vstack([p.vector for p in entries]), [p.label for p in entries],
+                 [p.user_proba for p in entries] if has_probas else None, [p.sample_id for p in entries])

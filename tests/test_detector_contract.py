@@ -147,6 +147,18 @@ def check_out_of_sample(cls):
         assert as_tuples(detector.process_many(batch)) == as_tuples(expected)
 
 
+def check_scores_ignore_batch_mates(cls):
+    # a sample's score depends on the learned state and the sample, never on what else is in its batch:
+    # the monitor relies on this to judge a replay, polled in other batch sizes, exactly as the first run
+    detector = make(cls)
+    batches = stream(9)
+    run(detector, batches[:4])
+    for batch in batches[4:6]:
+        whole = as_tuples(detector.score_many(batch))
+        pieces = [s for rows in (range(0, 7), range(7, 8), range(8, BATCH)) for s in detector.score_many(batch.take(rows))]
+        assert as_tuples(pieces) == whole
+
+
 def check_learning_changes_scores(cls):
     # the converse of out-of-sample: learning a batch must matter, or the check above proves nothing
     detector = make(cls)
@@ -198,6 +210,7 @@ CHECKS = {
     "scores-in-unit-interval": check_scores_in_unit_interval,
     "neutral-during-warm-up": check_neutral_during_warm_up,
     "out-of-sample": check_out_of_sample,
+    "scores-ignore-batch-mates": check_scores_ignore_batch_mates,
     "learning-changes-scores": check_learning_changes_scores,
     "novel-label-mid-stream": check_novel_label_mid_stream,
     "empty-batch": check_empty_batch,

@@ -311,7 +311,8 @@ def test_monitor_keeps_dimension_and_rejects_another():
 def test_monitor_combines_every_detector():
     monitor = LabelMonitor.from_config(MonitorConfig(
         detectors=("cluster", "model", "neighbors", "confident"), voters=("cluster", "model", "confident"),
-        n_clusters=3, min_cluster_size=5, model_warmup=20, confident_warmup=20, policy="vote:2"))
+        n_clusters=3, min_cluster_size=5, model_warmup=20, confident_warmup=20, policy="vote:2",
+        learning_step=30))
     assert {d.name for d in monitor.detectors} == {"cluster", "model", "neighbors", "confident"}
     assert str(monitor.combiner) == "vote:2"
     for batch in clean_batches(6):

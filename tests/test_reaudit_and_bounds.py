@@ -26,7 +26,8 @@ def stream(n: int, seed: int, noise: float = 0.0):
 
 def test_a_sample_judged_on_thin_evidence_is_flagged_late_by_the_reaudit():
     monitor = LabelMonitor.from_config(MonitorConfig(detectors=("confident",), confident_warmup=0, min_class_count=3,
-                                                     reaudit_delay=30, reaudit_window=500))
+                                                     reaudit_delay=30, reaudit_window=500,
+                                                     learning_step=30))
     # the very first batch: no evidence at all, so nothing can be flagged yet
     early_vectors = np.vstack([CENTERS[0], CENTERS[0], CENTERS[1], CENTERS[2]])
     first, late = monitor.process(Batch.of(early_vectors, ["a", "a", "b", "a"], ids=["e0", "e1", "e2", "wrong"]),
