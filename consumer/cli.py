@@ -18,7 +18,7 @@ DETECTOR_FIELDS = ("detectors", "voters", "policy", "n_clusters", "cluster_windo
                    "min_majority", "model_confidence", "model_warmup", "user_weight", "neighbors_k",
                    "neighbors_per_class", "neighbor_agreement", "neighbor_weight", "cross_fit_weight", "cross_fit_features",
                    "online_budget_share", "n_folds", "min_class_count",
-                   "reaudit_window", "reaudit_delay", "seed")
+                   "reaudit_window", "reaudit_delay", "learning_step", "seed")
 EMBEDDING_FIELDS = ("embedding_model", "embedding_batch_size", "embedding_device")
 QUICK_GROUP = {"max_poll_interval_ms": 10_000, "session_timeout_ms": 6_000, "heartbeat_interval_ms": 2_000}
 """Consumer-group timings for a single local broker: joins in seconds instead of tens of seconds."""

@@ -44,9 +44,19 @@ class Metrics:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
         self.clusters = Gauge(
             "labelwatch_clusters", "Clusters that hold at least one recent sample.", ["dataset"], registry=r)
+        self.cluster_purity = Gauge(
+            "labelwatch_cluster_purity",
+            "Share of recent samples whose label is their cluster's majority label (1 = no mixed clusters).",
+            ["dataset"], registry=r)
         self.consumer_lag = Gauge(
             "labelwatch_consumer_lag", "Records behind the end of each input partition.",
             ["topic", "partition"], registry=r)
+        self.samples_replayed = Counter(
+            "labelwatch_samples_replayed_total",
+            "Records replayed after a restart that the restored state had already judged (skipped).", registry=r)
+        self.produce_retries = Counter(
+            "labelwatch_produce_retries_total", "Output records sent again after a failed delivery.", ["topic"],
+            registry=r)
         self.commit_failures = Counter(
             "labelwatch_commit_failures_total", "Offset commits refused after a group rebalance.", registry=r)
         self.build_info = Gauge(

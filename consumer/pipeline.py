@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -15,6 +16,22 @@ from consumer.metrics import Metrics
 from consumer.state import StateStore
 from detectors import Assessment, Batch, LabelMonitor, MonitorConfig
 from schemas import AnnotatedSample, DeadLetter, Reason, ReviewEvent, SampleVerdict, SourcePosition, make_event_id
+
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DatasetState:
+    """What a dataset's checkpoint holds: its detectors, and how far into each partition they judged.
+
+    ``positions`` maps ``(topic, partition)`` to the offset after the last record of this dataset
+    the monitor has judged. It is saved atomically with the monitor, so after a restart a replayed
+    record below it is known to be inside the state already, with its outputs delivered.
+    """
+
+    monitor: LabelMonitor
+    positions: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 class Embedder(Protocol):
@@ -51,8 +68,9 @@ def _describe(error: ValidationError) -> str:
 
 def decode(record: InputRecord, max_bytes: int) -> AnnotatedSample | DeadLetter:
     """Validate one raw record, or explain why it is rejected."""
-    def reject(reason: str, kind: str) -> DeadLetter:
-        return DeadLetter.from_bytes(record.value, reason=reason, error_type=kind, source=record.source)
+    def reject(reason: str, kind: str, exception: BaseException | None = None) -> DeadLetter:
+        return DeadLetter.from_bytes(record.value, reason=reason, error_type=kind, source=record.source,
+                                     exception=exception)
 
     if record.value is None:
         return reject("empty record (null value)", "empty")
@@ -62,7 +80,7 @@ def decode(record: InputRecord, max_bytes: int) -> AnnotatedSample | DeadLetter:
         return AnnotatedSample.model_validate_json(record.value)
     except ValidationError as error:
         kind = "not_json" if any(e["type"] == "json_invalid" for e in error.errors()) else "schema"
-        return reject(_describe(error), kind)
+        return reject(_describe(error), kind, error)
 
 
 class Pipeline:
@@ -71,6 +89,13 @@ class Pipeline:
     Datasets never share state: each has its own :class:`~detectors.LabelMonitor`, created from
     ``monitor_config`` the first time the dataset appears. A dataset's vector dimension is fixed by
     the most common dimension of its first micro-batch; a sample of another dimension is rejected.
+
+    **Replays.** A record whose position is below the dataset's saved position was judged and
+    learned before the checkpoint the state came from, and its outputs were delivered before that
+    checkpoint was written: it is skipped, so a replay never teaches the detectors a sample twice.
+    Records after it are judged again from the checkpoint, and, since verdicts depend only on the
+    dataset's sample sequence, judged exactly as before (same verdicts, same event ids), provided
+    a dataset's records keep their order, i.e. producers key messages by dataset.
     """
 
     def __init__(self, monitor_config: MonitorConfig, embedder: Embedder | None,
@@ -81,25 +106,51 @@ class Pipeline:
         self.metrics = metrics or Metrics()
         self.max_message_bytes = max_message_bytes
         self.state = state
-        self.monitors: dict[str, LabelMonitor] = {}
+        self.datasets: dict[str, DatasetState] = {}
         self._changed: set[str] = set()
+        self._warned_partitions: set[str] = set()
+
+    @property
+    def monitors(self) -> dict[str, LabelMonitor]:
+        """Each dataset's monitor in memory."""
+        return {name: state.monitor for name, state in self.datasets.items()}
+
+    def dataset_state(self, dataset: str) -> DatasetState:
+        """The dataset's state: from memory, else from its checkpoint, else fresh."""
+        if dataset not in self.datasets:
+            restored = self.state.load(dataset) if self.state is not None else None
+            if restored is not None and not isinstance(restored, DatasetState):
+                from consumer.state import CorruptStateError
+                raise CorruptStateError(f"checkpoint of dataset {dataset!r} holds a {type(restored).__name__}, "
+                                        "not a labelwatch DatasetState")
+            self.datasets[dataset] = restored or DatasetState(LabelMonitor.from_config(self.monitor_config))
+        return self.datasets[dataset]
 
     def monitor(self, dataset: str) -> LabelMonitor:
         """The dataset's monitor: from memory, else from its checkpoint, else fresh."""
-        if dataset not in self.monitors:
-            restored = self.state.load(dataset) if self.state is not None else None
-            self.monitors[dataset] = restored if restored is not None else LabelMonitor.from_config(self.monitor_config)
-        return self.monitors[dataset]
+        return self.dataset_state(dataset).monitor
 
     def checkpoint(self) -> int:
-        """Save the state of every dataset that learned something since the last checkpoint."""
+        """Save the state of every dataset that judged something since the last checkpoint."""
         if self.state is None:
             self._changed.clear()
             return 0
         for dataset in sorted(self._changed):
-            self.state.save(dataset, self.monitors[dataset])
+            self.state.save(dataset, self.datasets[dataset])
         saved, self._changed = len(self._changed), set()
         return saved
+
+    def release(self) -> None:
+        """Forget the in-memory state of every dataset, after a checkpoint, when partitions move away.
+
+        The next record of a dataset restores it from its checkpoint, which may meanwhile have been
+        advanced by another instance that owned the partition. Without a state store nothing is
+        released: memory is then the only copy.
+        """
+        if self.state is not None:
+            if self._changed:
+                raise RuntimeError("release() before checkpoint() would drop what was judged since")
+            self.datasets.clear()
 
     def process(self, records: Sequence[InputRecord]) -> BatchResult:
         """Judge a micro-batch. Every record ends as processed or as a dead letter."""
@@ -132,8 +183,34 @@ class Pipeline:
                 vectors[i] = vector
         return vectors
 
+    def _unseen(self, dataset: str, state: DatasetState, items):
+        """The items the dataset's state has not judged yet; replays of judged ones are counted and skipped."""
+        fresh = []
+        for record, sample in items:
+            source = record.source
+            if source is not None and source.offset < state.positions.get((source.topic, source.partition), -1):
+                self.metrics.samples_replayed.inc()
+                continue
+            fresh.append((record, sample))
+        return fresh
+
+    def _advance(self, dataset: str, state: DatasetState, kept) -> None:
+        for record, _ in kept:
+            if record.source is not None:
+                key = (record.source.topic, record.source.partition)
+                state.positions[key] = max(state.positions.get(key, 0), record.source.offset + 1)
+        if len(state.positions) > 1 and dataset not in self._warned_partitions:
+            self._warned_partitions.add(dataset)
+            log.warning("dataset %r arrives on %d partitions: key messages by dataset, or the order of its samples "
+                        "(and so a replay's verdicts) depends on how partitions interleave", dataset,
+                        len(state.positions))
+
     def _process_dataset(self, dataset: str, items, result: BatchResult) -> None:
-        monitor = self.monitor(dataset)
+        state = self.dataset_state(dataset)
+        items = self._unseen(dataset, state, items)
+        if not items:
+            return
+        monitor = state.monitor
         vectors = self._vectors([sample for _, sample in items])
         dimension = monitor.dimension or Counter(len(v) for v in vectors).most_common(1)[0][0]
         kept, kept_vectors = [], []
@@ -156,6 +233,7 @@ class Pipeline:
         )
         payloads = [(sample, record.source) for record, sample in kept]
         assessments, late = monitor.process(batch, payloads)
+        self._advance(dataset, state, kept)
         self._changed.add(dataset)
         result.n_processed += len(kept)
         label = self.metrics.dataset_label(dataset)
@@ -163,6 +241,8 @@ class Pipeline:
         cluster = monitor.detector("cluster")
         if cluster is not None:
             self.metrics.clusters.labels(dataset=label).set(cluster.n_active_clusters)
+            if cluster.purity is not None:
+                self.metrics.cluster_purity.labels(dataset=label).set(cluster.purity)
         for payload, assessment in zip(payloads, assessments):
             self._record(payload, assessment, result, late=False)
         for verdict in late:
@@ -181,8 +261,9 @@ class Pipeline:
     def flush(self) -> BatchResult:
         """Final re-audit of every dataset's window: late verdicts for samples now found suspect."""
         result = BatchResult()
-        for monitor in self.monitors.values():
-            for verdict in monitor.flush():
+        for dataset, state in self.datasets.items():
+            self._changed.add(dataset)
+            for verdict in state.monitor.flush():
                 self._record(verdict.payload, verdict.assessment, result, late=True)
         return result
 

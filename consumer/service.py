@@ -11,7 +11,9 @@ One iteration, in order:
 2. decode, embed and judge them (:class:`~consumer.pipeline.Pipeline`);
 3. produce review events (keyed by ``sample_id``), dead letters (with error headers) and, when a
    verdict topic is set, one verdict per processed sample;
-4. ``flush`` the producer and check every delivery;
+4. ``flush`` the producer and check every delivery. Failed records are sent again with
+   exponential backoff (``delivery_attempts``, ``delivery_backoff_ms``); if they still fail, the
+   service stops with :class:`DeliveryError` *without* committing the batch, which is replayed;
 5. every ``checkpoint_interval_ms``, when partitions are revoked, and on exit:
    :meth:`LabelwatchService.checkpoint` saves the state, then commits the next offsets.
 
@@ -26,7 +28,7 @@ import time
 from dataclasses import dataclass
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
-from kafka.errors import CommitFailedError
+from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from consumer.pipeline import BatchResult, InputRecord, Pipeline
@@ -36,12 +38,20 @@ from schemas import DeadLetter, SourcePosition
 log = logging.getLogger(__name__)
 
 ERROR_HEADER_PREFIX = "labelwatch.errors."
+MAX_DELIVERY_BACKOFF_S = 30.0
+
+
+class DeliveryError(RuntimeError):
+    """Outputs of a batch could not be delivered; the batch was not committed and will be replayed."""
 
 
 def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
     """Error context for a dead letter, in the style of Kafka Connect's ``errors.deadletterqueue``."""
     headers = [(ERROR_HEADER_PREFIX + "reason", letter.reason.encode()),
-               (ERROR_HEADER_PREFIX + "type", letter.error_type.encode())]
+               (ERROR_HEADER_PREFIX + "type", letter.error_type.encode()),
+               (ERROR_HEADER_PREFIX + "exception.message", letter.reason.encode())]
+    if letter.exception:
+        headers.append((ERROR_HEADER_PREFIX + "exception.class.name", letter.exception.encode()))
     if letter.source:
         headers += [(ERROR_HEADER_PREFIX + "topic", letter.source.topic.encode()),
                     (ERROR_HEADER_PREFIX + "partition", str(letter.source.partition).encode()),
@@ -99,7 +109,9 @@ class LabelwatchService:
         return consumer
 
     def _producer(self) -> KafkaProducer:
-        return KafkaProducer(acks="all", linger_ms=5, retries=5, **self.settings.kafka_config())
+        timeout = self.settings.delivery_timeout_ms
+        return KafkaProducer(acks="all", linger_ms=5, delivery_timeout_ms=timeout,
+                             request_timeout_ms=min(30_000, timeout - 5), **self.settings.kafka_config())
 
     def run(self) -> ServiceStats:
         """Consume until :meth:`stop` is called; checkpoint and close on the way out."""
@@ -179,24 +191,52 @@ class LabelwatchService:
         self.stats.batches += 1
 
     def _deliver(self, producer: KafkaProducer, result: BatchResult) -> None:
-        """Produce a batch's outputs and wait until the broker acknowledged every one."""
+        """Produce a batch's outputs and wait until the broker acknowledged every one.
+
+        Records that fail are sent again after a backoff that doubles each time. After
+        ``delivery_attempts`` attempts, :class:`DeliveryError`: the caller has not marked the batch
+        for commit, so it is replayed, with the same event ids, by whoever consumes it next.
+        """
         s = self.settings
-        futures = [
-            producer.send(s.review_topic, key=e.sample_id.encode(), value=e.model_dump_json().encode())
-            for e in result.events
-        ]
-        futures += [
-            producer.send(s.dlq_topic, value=letter.model_dump_json().encode(), headers=dead_letter_headers(letter))
-            for _, letter in result.dead_letters
-        ]
+        outgoing = [(s.review_topic, e.sample_id.encode(), e.model_dump_json().encode(), None) for e in result.events]
+        outgoing += [(s.dlq_topic, None, letter.model_dump_json().encode(), dead_letter_headers(letter))
+                     for _, letter in result.dead_letters]
         if s.verdict_topic:
-            futures += [
-                producer.send(s.verdict_topic, key=v.sample_id.encode(), value=v.model_dump_json().encode())
-                for v in result.verdicts
-            ]
+            outgoing += [(s.verdict_topic, v.sample_id.encode(), v.model_dump_json().encode(), None)
+                         for v in result.verdicts]
+        for attempt in range(1, s.delivery_attempts + 1):
+            outgoing, error = self._send_all(producer, outgoing)
+            if not outgoing:
+                return
+            if attempt == s.delivery_attempts or self.stop_event.is_set():
+                break
+            backoff = min(s.delivery_backoff_ms / 1000 * 2 ** (attempt - 1), MAX_DELIVERY_BACKOFF_S)
+            log.warning("%d output records failed (%s: %s); sending them again in %.1f s (attempt %d of %d)",
+                        len(outgoing), type(error).__name__, error, backoff, attempt + 1, s.delivery_attempts)
+            for topic, *_ in outgoing:
+                self.metrics.produce_retries.labels(topic=topic).inc()
+            self.stop_event.wait(backoff)
+        raise DeliveryError(f"{len(outgoing)} output records could not be delivered ({type(error).__name__}: "
+                            f"{error}); the batch is not committed and will be replayed")
+
+    def _send_all(self, producer: KafkaProducer, outgoing: list) -> tuple[list, KafkaError | None]:
+        """Send ``outgoing`` and wait for every acknowledgement; returns the records that failed."""
+        failed, last_error, sent = [], None, []
+        for record in outgoing:
+            topic, key, value, headers = record
+            try:
+                sent.append((record, producer.send(topic, key=key, value=value, headers=headers)))
+            except KafkaError as error:  # e.g. no metadata within max_block_ms while the broker is away
+                failed.append(record)
+                last_error = error
         producer.flush()
-        for future in futures:
-            future.get(timeout=30)  # raises if a delivery failed: the batch is then not committed
+        for record, future in sent:
+            try:
+                future.get(timeout=self.settings.delivery_timeout_ms / 1000 + 5)
+            except KafkaError as error:
+                failed.append(record)
+                last_error = error
+        return failed, last_error
 
     def _update_lag(self, consumer: KafkaConsumer) -> None:
         for tp in consumer.assignment():
@@ -218,6 +258,9 @@ class _CheckpointOnRevoke(ConsumerRebalanceListener):
     def on_partitions_revoked(self, revoked) -> None:
         if self.service._consumer_ref is not None:
             self.service.checkpoint()
+            # the partitions' datasets may move to another instance, which advances their checkpoints:
+            # forget them here, and restore whatever we get assigned from its latest checkpoint
+            self.service.pipeline.release()
 
     def on_partitions_assigned(self, assigned) -> None:
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))

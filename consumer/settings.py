@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     session_timeout_ms: int = Field(10_000, ge=1_000, description="Group session timeout.")
     heartbeat_interval_ms: int = Field(3_000, ge=100, description="Group heartbeat interval.")
     max_message_bytes: int = Field(1_048_576, ge=1, description="Larger input records go to the DLQ.")
+    delivery_timeout_ms: int = Field(
+        120_000, ge=1_000, description="How long the producer keeps retrying one output record before it fails.")
+    delivery_attempts: int = Field(
+        5, ge=1, description="Times a batch's failed outputs are sent again before the service stops uncommitted.")
+    delivery_backoff_ms: int = Field(
+        1_000, ge=0, description="Wait before the first resend of failed outputs; doubles each attempt, up to 30 s.")
     # Kafka security, passed through to kafka-python
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] | None = None
@@ -78,6 +84,8 @@ class Settings(BaseSettings):
     min_class_count: int = Field(5, ge=1, description="Samples of a label before it gets a threshold.")
     reaudit_window: int = Field(10_000, ge=1, description="Recent samples kept for retrospective re-audit.")
     reaudit_delay: int = Field(250, ge=0, description="Newer samples to wait for before re-auditing a sample.")
+    learning_step: int = Field(
+        500, ge=1, description="Samples per learning step; verdicts never depend on how polls cut the stream.")
     seed: int = Field(0, description="Seeds every detector.")
     # Metrics and logs
     metrics_host: str = Field("0.0.0.0", description="Bind address of the /metrics endpoint.")
@@ -105,7 +113,8 @@ class Settings(BaseSettings):
             neighbor_agreement=self.neighbor_agreement, neighbor_weight=self.neighbor_weight, cross_fit_weight=self.cross_fit_weight,
             cross_fit_features=self.cross_fit_features, online_budget_share=self.online_budget_share, n_folds=self.n_folds,
             min_class_count=self.min_class_count, reaudit_window=self.reaudit_window,
-            reaudit_delay=min(self.reaudit_delay, self.reaudit_window), seed=self.seed,
+            reaudit_delay=min(self.reaudit_delay, self.reaudit_window), learning_step=self.learning_step,
+            seed=self.seed,
         )
 
     def kafka_config(self) -> dict[str, Any]:

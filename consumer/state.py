@@ -1,7 +1,8 @@
 """Durable detector state: one checkpoint file per dataset, written atomically and verified on load.
 
 A checkpoint is ``MAGIC | format version | blake2b digest | pickle`` of the dataset's
-:class:`~detectors.LabelMonitor`. It is written to a temporary file in the same directory,
+:class:`~consumer.pipeline.DatasetState`: its :class:`~detectors.LabelMonitor` and, per input
+partition, the offset up to which it has judged, saved together so they can never disagree. It is written to a temporary file in the same directory,
 fsynced, then renamed over the previous one, so a crash mid-write leaves the previous
 checkpoint intact. Checkpoints are trusted local files (they are pickles): keep the state
 directory private to the service.
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 
 MAGIC = b"LWCKPT"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _HEADER = len(MAGIC) + 2 + 32
 
 

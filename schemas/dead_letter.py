@@ -28,6 +28,8 @@ class DeadLetter(BaseModel):
     original: str | None = Field(description="The original record value, as text or base64.")
     encoding: str = Field(default="utf-8", pattern="^(utf-8|base64)$")
     source: SourcePosition | None = None
+    exception: str | None = Field(
+        default=None, description="Qualified class of the exception that rejected it, when one was raised.")
 
     @classmethod
     def from_bytes(
@@ -37,14 +39,16 @@ class DeadLetter(BaseModel):
         reason: str,
         error_type: str = "invalid",
         source: SourcePosition | None = None,
+        exception: BaseException | None = None,
     ) -> DeadLetter:
+        common = dict(reason=reason, error_type=error_type, source=source,
+                      exception=f"{type(exception).__module__}.{type(exception).__qualname__}" if exception else None)
         if value is None:
-            return cls(reason=reason, error_type=error_type, original=None, source=source)
+            return cls(original=None, **common)
         try:
-            return cls(reason=reason, error_type=error_type, original=value.decode("utf-8"), source=source)
+            return cls(original=value.decode("utf-8"), **common)
         except UnicodeDecodeError:
-            encoded = base64.b64encode(value).decode("ascii")
-            return cls(reason=reason, error_type=error_type, original=encoded, encoding="base64", source=source)
+            return cls(original=base64.b64encode(value).decode("ascii"), encoding="base64", **common)
 
     def original_bytes(self) -> bytes | None:
         """The record value exactly as it arrived."""

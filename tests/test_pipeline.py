@@ -12,7 +12,7 @@ from detectors import MonitorConfig
 from schemas import AnnotatedSample, DeadLetter, ReviewEvent, SourcePosition, make_event_id
 
 CONFIG = MonitorConfig(detectors=("cluster", "model", "confident"), n_clusters=3, cluster_window=512,
-                       min_cluster_size=5, model_warmup=30, seed=0)
+                       min_cluster_size=5, model_warmup=30, learning_step=40, seed=0)
 CENTERS = {"a": [0.0, 0.0, 0.0], "b": [10.0, 0.0, 0.0], "c": [0.0, 10.0, 0.0]}
 
 
@@ -155,6 +155,8 @@ def test_datasets_keep_separate_monitors():
     assert pipeline.monitors["vision"].dimension == 3
     assert pipeline.monitors["tabular"].dimension == 5
     assert pipeline.monitors["vision"] is not pipeline.monitors["tabular"]
+    assert pipeline.monitors["vision"].n_seen == 30 and pipeline.monitors["tabular"].n_seen == 30
+    pipeline.flush()  # learns the unfinished step of each dataset
     vision_model = pipeline.monitors["vision"].detector("model")
     tabular_model = pipeline.monitors["tabular"].detector("model")
     assert vision_model.n_learned == 30 and tabular_model.n_learned == 30
@@ -190,7 +192,7 @@ def test_text_samples_are_embedded():
     assert result.n_processed == 4 and not result.dead_letters
     assert embedder.calls == [["kitten on a mat", "puppy in the park"]]  # only text-only samples, one call
     assert pipeline.monitors["default"].dimension == 3
-    assert pipeline.monitors["default"].detector("model").n_learned == 4
+    assert pipeline.monitors["default"].n_seen == 4
 
 
 def test_text_sample_without_embedder_is_an_error():

@@ -137,3 +137,8 @@ def test_run_flags_corrupted_samples_dead_letters_bad_input_and_commits(kafka_br
         assert letter.reason and headers[ERROR_HEADER_PREFIX + "reason"].decode() == letter.reason
         assert headers[ERROR_HEADER_PREFIX + "topic"].decode() == topics["annotations"]
         assert int(headers[ERROR_HEADER_PREFIX + "offset"]) == letter.source.offset
+        assert int(headers[ERROR_HEADER_PREFIX + "partition"]) == letter.source.partition
+        assert headers[ERROR_HEADER_PREFIX + "exception.message"].decode() == letter.reason
+        if letter.error_type in ("not_json", "schema"):  # rejected by the pydantic validation that raised
+            assert headers[ERROR_HEADER_PREFIX + "exception.class.name"] == b"pydantic_core._pydantic_core.ValidationError"
+            assert letter.exception == "pydantic_core._pydantic_core.ValidationError"

@@ -15,7 +15,7 @@ from consumer.state import CorruptStateError, StateStore, encode_checkpoint
 from detectors import MonitorConfig
 
 CONFIG = MonitorConfig(n_clusters=3, cluster_window=256, neighbors_per_class=100, reaudit_window=400,
-                       reaudit_delay=50)
+                       reaudit_delay=50, learning_step=100)
 CENTERS = np.array([[4.0, 0, 0], [0, 4.0, 0], [0, 0, 4.0]])
 
 
