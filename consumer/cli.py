@@ -86,8 +86,13 @@ def cmd_run(args) -> int:
     if settings.metrics_port:
         metrics.serve(settings.metrics_port, settings.metrics_host)
     service = LabelwatchService(settings, _pipeline(settings, metrics, state))
+    def on_signal(signum, _frame):
+        if not service.started:  # still connecting: nothing consumed, nothing to save
+            raise SystemExit(128 + signum)
+        service.stop()  # finish the batch, checkpoint, commit, close
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: service.stop())
+        signal.signal(signum, on_signal)
     service.run()
     return 0
 

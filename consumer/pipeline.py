@@ -66,11 +66,17 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+DEAD_LETTER_KEEP_BYTES = 131_072
+"""Bytes of a rejected record kept inside its dead letter. Beyond, the letter would risk exceeding
+the broker's message size (JSON escaping can grow text 6x) and could never be delivered; the
+whole record stays in the input topic at the position the letter names."""
+
+
 def decode(record: InputRecord, max_bytes: int) -> AnnotatedSample | DeadLetter:
     """Validate one raw record, or explain why it is rejected."""
     def reject(reason: str, kind: str, exception: BaseException | None = None) -> DeadLetter:
         return DeadLetter.from_bytes(record.value, reason=reason, error_type=kind, source=record.source,
-                                     exception=exception)
+                                     exception=exception, keep_bytes=DEAD_LETTER_KEEP_BYTES)
 
     if record.value is None:
         return reject("empty record (null value)", "empty")

@@ -99,6 +99,8 @@ class LabelwatchService:
         self._pending: dict = {}  # partition -> next offset, processed and delivered but not committed
         self._consumer_ref: KafkaConsumer | None = None
         self._producer_ref: KafkaProducer | None = None
+        self._failed = False  # a batch failed half-way: the state in memory must never be saved
+        self.started = False  # True once the poll loop runs; before, nothing needs a graceful stop
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -108,16 +110,20 @@ class LabelwatchService:
         consumer.subscribe([self.settings.input_topic], listener=_CheckpointOnRevoke(self))
         return consumer
 
-    def _producer(self) -> KafkaProducer:
+    def _producer(self, **overrides) -> KafkaProducer:
         timeout = self.settings.delivery_timeout_ms
-        return KafkaProducer(acks="all", linger_ms=5, delivery_timeout_ms=timeout,
-                             request_timeout_ms=min(30_000, timeout - 5), **self.settings.kafka_config())
+        options = dict(acks="all", linger_ms=5, delivery_timeout_ms=timeout, request_timeout_ms=min(30_000, timeout - 5),
+                       **self.settings.kafka_config())
+        return KafkaProducer(**{**options, **overrides})
 
     def run(self) -> ServiceStats:
         """Consume until :meth:`stop` is called; checkpoint and close on the way out."""
+        s = self.settings
+        log.info("connecting to %s (%s)", s.bootstrap_servers, s.security_protocol)
         self._consumer_ref = consumer = self._consumer()
         self._producer_ref = producer = self._producer()
-        log.info("consuming %s as group %s", self.settings.input_topic, self.settings.group_id)
+        log.info("consuming %s as group %s", s.input_topic, s.group_id)
+        self.started = True
         interval = self.settings.checkpoint_interval_ms / 1000
         last_checkpoint = time.monotonic()
         try:
@@ -127,7 +133,13 @@ class LabelwatchService:
                 if consumer.assignment():
                     self.assigned.set()
                 if polled:
-                    self._handle(producer, polled)
+                    try:
+                        self._handle(producer, polled)
+                    except BaseException:
+                        # the detectors may have judged what was never delivered: saving that state
+                        # would make a replay skip those records. Stop with the last checkpoint intact.
+                        self._failed = True
+                        raise
                 if self._pending and time.monotonic() - last_checkpoint >= interval:
                     self.checkpoint()
                     last_checkpoint = time.monotonic()
@@ -140,23 +152,32 @@ class LabelwatchService:
             log.info("stopped after %d records", self.stats.consumed)
         return self.stats
 
-    def checkpoint(self) -> None:
+    def checkpoint(self, *, blocking: bool = True) -> None:
         """Make everything processed so far durable, in order: outputs, state, then offsets.
 
         1. the producer is flushed and every delivery confirmed (done per batch in ``_deliver``);
-        2. the detector state of every changed dataset is saved atomically;
+        2. the detector state of every changed dataset is saved atomically, with the offsets up to
+           which it judged each partition;
         3. the next offset of every partition processed is committed.
 
-        A crash before 3 replays the uncommitted batches: outputs repeat with the same ids, and
-        the state (if saved in 2) learns those samples a second time, a bounded repetition.
+        A crash before 3 replays the uncommitted batches. Records the saved state already judged
+        are skipped (their outputs went out in 1); the rest are judged again from that state,
+        exactly as before, so repeated outputs are identical, ids included.
+
+        ``blocking=False`` commits asynchronously, best effort: for the rebalance listener, which
+        runs on the consumer's network thread and must not block on it. Correctness does not rest
+        on that commit: the state saved in 2 tells the next owner what to skip.
         """
-        if not self._pending:
+        if not self._pending or self._failed:
             return
         self._producer_ref.flush()
         saved = self.pipeline.checkpoint()
         offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self._pending.items()}
         try:
-            self._consumer_ref.commit(offsets)
+            if blocking:
+                self._consumer_ref.commit(offsets)
+            else:
+                self._consumer_ref.commit_async(offsets)
         except CommitFailedError as error:
             # The group rebalanced under us (e.g. a poll outlasted max_poll_interval_ms). The outputs
             # are delivered; the partitions' next owner replays these batches with the same event ids.
@@ -256,11 +277,14 @@ class _CheckpointOnRevoke(ConsumerRebalanceListener):
         self.service = service
 
     def on_partitions_revoked(self, revoked) -> None:
+        # called from poll(), on the consumer's network thread: the pipeline is idle, but a blocking
+        # commit would deadlock, so the commit is asynchronous (the saved state makes it optional)
         if self.service._consumer_ref is not None:
-            self.service.checkpoint()
-            # the partitions' datasets may move to another instance, which advances their checkpoints:
-            # forget them here, and restore whatever we get assigned from its latest checkpoint
-            self.service.pipeline.release()
+            self.service.checkpoint(blocking=False)
+            if not self.service._failed:
+                # the partitions' datasets may move to another instance, which advances their
+                # checkpoints: forget them, and restore whatever we get assigned from its latest one
+                self.service.pipeline.release()
 
     def on_partitions_assigned(self, assigned) -> None:
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))

@@ -21,7 +21,7 @@ import numpy as np
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from consumer.pipeline import BatchResult, InputRecord, Pipeline
+from consumer.pipeline import DEAD_LETTER_KEEP_BYTES, BatchResult, InputRecord, Pipeline
 from detectors import MonitorConfig
 from schemas import DeadLetter, SourcePosition
 
@@ -114,9 +114,13 @@ def check_dead_letter(letter: DeadLetter, record: InputRecord) -> None:
     assert letter.error_type in ERROR_TYPES
     assert letter.reason and letter.reason.strip()
     assert letter.source == record.source
-    assert letter.original_bytes() == record.value
-    # ... and still exactly after a trip through the dead-letter topic's JSON.
-    assert DeadLetter.model_validate_json(letter.model_dump_json()).original_bytes() == record.value
+    kept = record.value if record.value is None else record.value[:DEAD_LETTER_KEEP_BYTES]
+    assert letter.original_bytes() == kept
+    assert letter.original_truncated == (record.value is not None and len(record.value) > DEAD_LETTER_KEEP_BYTES)
+    # ... and still exactly after a trip through the dead-letter topic's JSON, which stays deliverable
+    wire = letter.model_dump_json()
+    assert DeadLetter.model_validate_json(wire).original_bytes() == kept
+    assert len(wire.encode()) < 1_000_000, "a dead letter must fit the broker's default message size"
 
 
 def clean_messages(n: int, *, start: int = 0, dataset: str | None = None) -> list[dict]:

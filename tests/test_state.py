@@ -13,6 +13,7 @@ import pytest
 from consumer.pipeline import InputRecord, Pipeline
 from consumer.state import CorruptStateError, StateStore, encode_checkpoint
 from detectors import MonitorConfig
+from schemas import SourcePosition
 
 CONFIG = MonitorConfig(n_clusters=3, cluster_window=256, neighbors_per_class=100, reaudit_window=400,
                        reaudit_delay=50, learning_step=100)
@@ -110,3 +111,39 @@ def test_run_refuses_corrupt_state_before_consuming_and_fresh_state_sets_it_asid
     aside = store.set_aside()
     assert aside is not None and (aside / store.path("pets").name).read_bytes() == b"garbage"
     assert store.verify() == 0
+
+
+def positioned(start: int, stop: int, partition: int = 0) -> list[InputRecord]:
+    """records() with Kafka positions: offset i on ``partition``."""
+    return [InputRecord(r.value, SourcePosition(topic="in", partition=partition, offset=i))
+            for i, r in zip(range(start, stop), records(start, stop))]
+
+
+def test_a_replay_from_behind_the_checkpoint_skips_what_the_state_already_judged(tmp_path):
+    # a crash after the state was saved but before the offsets were committed: the next owner
+    # restores the checkpoint and the broker replays from the last committed offset (here 300)
+    uninterrupted = run(Pipeline(CONFIG, None), positioned(0, 1200))
+
+    first = Pipeline(CONFIG, None, state=StateStore(tmp_path))
+    before = run(first, positioned(0, 700))
+    first.checkpoint()
+    replaying = Pipeline(CONFIG, None, state=StateStore(tmp_path))
+    after = run(replaying, positioned(300, 1200))
+
+    assert replaying.metrics.samples_replayed._value.get() == 400
+    assert before + after == uninterrupted, "no sample judged twice, and the rest exactly as without the crash"
+    state = StateStore(tmp_path).load("default")
+    assert state.positions == {("in", 0): 700}
+    assert replaying.monitors["default"].n_seen == 1200
+
+
+def test_release_forgets_datasets_only_after_a_checkpoint(tmp_path):
+    pipeline = Pipeline(CONFIG, None, state=StateStore(tmp_path))
+    run(pipeline, positioned(0, 100))
+    with pytest.raises(RuntimeError, match="checkpoint"):
+        pipeline.release()
+    pipeline.checkpoint()
+    pipeline.release()
+    assert pipeline.datasets == {}
+    run(pipeline, positioned(100, 200))
+    assert pipeline.monitors["default"].n_seen == 200, "restored from the checkpoint, not started fresh"
