@@ -41,10 +41,10 @@ def _settings(args: argparse.Namespace, names) -> Settings:
         raise SystemExit(f"labelwatch: invalid settings: {problems}") from None
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("kafka").setLevel(logging.WARNING)
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    from consumer.logs import setup_logging
+
+    setup_logging(level, fmt)
 
 
 def _pipeline(settings: Settings, metrics=None, state=None):
@@ -76,16 +76,22 @@ def _state(settings: Settings):
 
 
 def cmd_run(args) -> int:
+    from consumer.health import Health, serve
     from consumer.metrics import Metrics
     from consumer.service import LabelwatchService
 
     settings = _settings(args, Settings.model_fields)
-    _setup_logging(settings.log_level)
+    _setup_logging(settings.log_level, settings.log_format)
     state = _state(settings)
     metrics = Metrics()
+    health = Health(stall_after_s=settings.max_poll_interval_ms / 1000)
     if settings.metrics_port:
-        metrics.serve(settings.metrics_port, settings.metrics_host)
-    service = LabelwatchService(settings, _pipeline(settings, metrics, state))
+        serve(metrics, health, settings.metrics_port, settings.metrics_host)
+    pipeline = _pipeline(settings, metrics, state)
+    if settings.embedding_preload:
+        pipeline.embedder.load()
+    health.model_ready = True
+    service = LabelwatchService(settings, pipeline, health)
     def on_signal(signum, _frame):
         if not service.started:  # still connecting: nothing consumed, nothing to save
             raise SystemExit(128 + signum)

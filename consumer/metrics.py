@@ -57,6 +57,8 @@ class Metrics:
         self.produce_retries = Counter(
             "labelwatch_produce_retries_total", "Output records sent again after a failed delivery.", ["topic"],
             registry=r)
+        self.poll_errors = Counter(
+            "labelwatch_poll_errors_total", "Polls that failed because no broker answered (retried).", registry=r)
         self.commit_failures = Counter(
             "labelwatch_commit_failures_total", "Offset commits refused after a group rebalance.", registry=r)
         self.build_info = Gauge(
@@ -74,6 +76,9 @@ class Metrics:
         return "other"
 
     def serve(self, port: int, host: str = "0.0.0.0"):
-        """Serve ``/metrics`` over HTTP in a background thread; returns the server to shut down."""
+        """Serve ``/metrics`` over HTTP in a background thread; returns the server to shut down.
+
+        (The service serves them with ``/healthz`` and ``/readyz``: :func:`consumer.health.serve`.)
+        """
         server, _thread = start_http_server(port, addr=host, registry=self.registry)
         return server

@@ -31,6 +31,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from consumer.health import Health
 from consumer.pipeline import BatchResult, InputRecord, Pipeline
 from consumer.settings import Settings
 from schemas import DeadLetter, SourcePosition
@@ -89,10 +90,11 @@ class ServiceStats:
 class LabelwatchService:
     """Consumes AnnotatedSamples from Kafka and produces review events and dead letters."""
 
-    def __init__(self, settings: Settings, pipeline: Pipeline):
+    def __init__(self, settings: Settings, pipeline: Pipeline, health: Health | None = None):
         self.settings = settings
         self.pipeline = pipeline
         self.metrics = pipeline.metrics
+        self.health = health or Health(stall_after_s=settings.max_poll_interval_ms / 1000)
         self.stats = ServiceStats()
         self.stop_event = threading.Event()
         self.assigned = threading.Event()
@@ -128,10 +130,21 @@ class LabelwatchService:
         last_checkpoint = time.monotonic()
         try:
             while not self.stop_event.is_set():
-                polled = consumer.poll(timeout_ms=self.settings.poll_timeout_ms,
-                                       max_records=self.settings.max_poll_records)
-                if consumer.assignment():
+                try:
+                    polled = consumer.poll(timeout_ms=self.settings.poll_timeout_ms,
+                                           max_records=self.settings.max_poll_records)
+                except KafkaError as error:
+                    # kafka-python 3 raises from poll() while no broker answers (a restart, a network
+                    # split): nothing was consumed, so wait and poll again; /readyz reports it
+                    log.warning("poll failed, retrying in 1 s: %s: %s", type(error).__name__, error)
+                    self.metrics.poll_errors.inc()
+                    self.health.polled(broker_reachable=False, assigned=len(consumer.assignment()))
+                    self.stop_event.wait(1.0)
+                    continue
+                assignment = consumer.assignment()
+                if assignment:
                     self.assigned.set()
+                self.health.polled(broker_reachable=_connected(consumer), assigned=len(assignment))
                 if polled:
                     try:
                         self._handle(producer, polled)
@@ -268,6 +281,20 @@ class LabelwatchService:
             if position is not None:
                 self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
                     max(0, highwater - position))
+
+
+def _connected(consumer: KafkaConsumer) -> bool:
+    """Whether the consumer holds a live connection to some broker of the cluster.
+
+    kafka-python has no public call for it (``bootstrap_connected`` turns false once metadata is
+    fetched), so this reads its client; if that ever changes shape, a poll that did not raise is
+    taken as reachable.
+    """
+    try:
+        client = consumer._client
+        return any(client.connected(broker.node_id) for broker in client.cluster.brokers())
+    except Exception:  # noqa: BLE001 - a private API: degrade to "the poll worked"
+        return True
 
 
 class _CheckpointOnRevoke(ConsumerRebalanceListener):

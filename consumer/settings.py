@@ -60,6 +60,8 @@ class Settings(BaseSettings):
         description="sentence-transformers model name or local path; the default ships offline.")
     embedding_batch_size: int = Field(64, ge=1, description="Texts per model call.")
     embedding_device: str = Field("cpu", description="Torch device for the embedding model.")
+    embedding_preload: bool = Field(
+        True, description="Load the embedding model at start (readiness waits for it); false loads it on the first text.")
     # Detectors
     detectors: str = Field("cluster,confident",
                            description="Detectors to run, comma-separated: cluster, model, neighbors, confident.")
@@ -90,7 +92,14 @@ class Settings(BaseSettings):
     # Metrics and logs
     metrics_host: str = Field("0.0.0.0", description="Bind address of the /metrics endpoint.")
     metrics_port: int = Field(9108, ge=0, le=65535, description="Port of /metrics; 0 turns it off.")
-    log_level: str = Field("INFO", description="Logging level.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", description="Logging level.")
+    log_format: Literal["json", "text"] = Field("json", description="One JSON object per log line, or plain text.")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("policy")
     @classmethod

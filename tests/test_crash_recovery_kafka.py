@@ -31,7 +31,7 @@ from schemas import DeadLetter, ReviewEvent, SampleVerdict
 pytestmark = pytest.mark.kafka
 
 QUICK_GROUP = {"LABELWATCH_MAX_POLL_INTERVAL_MS": "10000", "LABELWATCH_SESSION_TIMEOUT_MS": "6000",
-               "LABELWATCH_HEARTBEAT_INTERVAL_MS": "2000"}
+               "LABELWATCH_HEARTBEAT_INTERVAL_MS": "2000", "LABELWATCH_EMBEDDING_PRELOAD": "false"}
 DIM, N_CLASSES = 16, 5
 MALFORMED = [b"{broken", b'{"sample_id": "x", "embedding": [1.0]}', b"\xff\xfe\x00",
              b'{"sample_id": "wrong-dim-%d", "dataset": "%s", "label": "c0", "embedding": [1.0, 2.0]}']

@@ -127,3 +127,33 @@ def test_a_batch_that_cannot_be_delivered_is_neither_committed_nor_saved(kafka_b
     letters = [DeadLetter.model_validate_json(m.value) for m in read_topic({"bootstrap_servers": bootstrap}, names["dlq"], 1)]
     assert [letter.original_bytes() for letter in letters] == [poison]
     assert StateStore(tmp_path).load("default").monitor.n_seen == 60, "every sample learned exactly once"
+
+
+def test_the_service_outlives_its_broker_and_readiness_says_so():
+    broker = LocalBroker().start()
+    try:
+        settings = settings_for(broker.bootstrap_servers, poll_timeout_ms=200)
+        create(broker.bootstrap_servers, "in")
+        service = LabelwatchService(settings, Pipeline(MONITOR, None, metrics=Metrics()))
+        service.health.model_ready = True
+        worker = threading.Thread(target=service.run)
+        worker.start()
+        assert service.assigned.wait(timeout=60), "never assigned"
+        deadline = time.monotonic() + 10
+        while not service.health.readiness()[0]:
+            assert time.monotonic() < deadline, service.health.readiness()
+            time.sleep(0.2)
+        broker.stop()  # gone for good: connections refused
+        deadline = time.monotonic() + 30
+        while service.health.readiness()[1]["broker_reachable"]:
+            assert time.monotonic() < deadline, "readiness never noticed the broker is gone"
+            time.sleep(0.2)
+        time.sleep(5)
+        assert worker.is_alive(), "the consume loop died with its broker"
+        alive, detail = service.health.liveness()
+        assert alive and detail["seconds_since_last_poll"] < 3, "still polling, so still alive"
+    finally:
+        service.stop()
+        worker.join(timeout=60)
+        broker.stop()
+    assert not worker.is_alive()

@@ -20,7 +20,7 @@ from schemas import SampleVerdict
 
 pytestmark = pytest.mark.kafka
 QUICK_GROUP = {"LABELWATCH_MAX_POLL_INTERVAL_MS": "10000", "LABELWATCH_SESSION_TIMEOUT_MS": "6000",
-               "LABELWATCH_HEARTBEAT_INTERVAL_MS": "2000"}
+               "LABELWATCH_HEARTBEAT_INTERVAL_MS": "2000", "LABELWATCH_EMBEDDING_PRELOAD": "false"}
 
 
 def _messages(n: int, seed: int = 0) -> list[dict]:

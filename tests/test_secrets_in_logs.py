@@ -49,7 +49,7 @@ class _NoPipeline:
 
 @pytest.mark.parametrize("level", ["DEBUG", "INFO"])
 def test_credentials_never_reach_the_logs_of_a_failing_service(tmp_path, level):
-    env = {**os.environ, **secure_env(tmp_path), "LABELWATCH_LOG_LEVEL": level}
+    env = {**os.environ, **secure_env(tmp_path), "LABELWATCH_LOG_LEVEL": level, "LABELWATCH_EMBEDDING_PRELOAD": "false"}
     service = subprocess.Popen([sys.executable, "-m", "consumer", "run", "--bootstrap-servers", "127.0.0.1:1",
                                 "--metrics-port", "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:

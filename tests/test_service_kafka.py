@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -99,6 +100,14 @@ def test_run_flags_corrupted_samples_dead_letters_bad_input_and_commits(kafka_br
         assert 'labelwatch_samples_invalid_total{reason="not_json"} 2.0' in metrics
         assert "labelwatch_batch_processing_seconds_count" in metrics
         assert "digits-" not in metrics, "a sample id leaked into a metric label"
+        assert 'labelwatch_cluster_purity{dataset="digits"}' in metrics
+
+        for probe, expected in (("healthz", {"status": "ok"}),
+                                ("readyz", {"status": "ok", "model_loaded": True, "broker_reachable": True,
+                                            "partitions_assigned": True, "assigned_partitions": partitions})):
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/{probe}", timeout=5) as answer:
+                body = json.loads(answer.read())
+                assert answer.status == 200 and expected.items() <= body.items(), body
 
         service.send_signal(signal.SIGTERM)
         assert service.wait(timeout=30) == 0, service.stdout.read().decode()
