@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,12 +36,15 @@ def _progress(total_bytes: int | None):
 
 
 def audit_file(pipeline: Pipeline, input_path: Path, out: IO[str], rejects: IO[str],
-               *, batch_size: int = 500, verdicts: IO[str] | None = None) -> AuditSummary:
+               *, batch_size: int = 500, verdicts: IO[str] | None = None,
+               annotators: IO[str] | None = None) -> AuditSummary:
     """Judge every line of ``input_path``; write review events to ``out``, bad lines to ``rejects``.
 
     A bad line never stops the run: it is written to ``rejects`` as a JSON dead letter that names
     its line number. With ``verdicts``, every processed sample's score is written there too. At the
     end of the input a final re-audit runs, and samples it flags are written as late events.
+    With ``annotators``, the annotator report (worst estimated error rate first) is written there
+    as one JSON list.
     """
     summary = AuditSummary()
     size = input_path.stat().st_size if input_path.is_file() else None
@@ -59,6 +63,9 @@ def audit_file(pipeline: Pipeline, input_path: Path, out: IO[str], rejects: IO[s
     final = pipeline.flush()  # the end of the input: re-audit everything still in the window
     _write(final, out, verdicts)
     summary.flagged += len(final.events)
+    if annotators is not None:
+        json.dump(pipeline.annotator_report(), annotators, indent=1)
+        annotators.write("\n")
     return summary
 
 

@@ -85,9 +85,10 @@ def cmd_run(args) -> int:
     state = _state(settings)
     metrics = Metrics()
     health = Health(stall_after_s=settings.max_poll_interval_ms / 1000)
-    if settings.metrics_port:
-        serve(metrics, health, settings.metrics_port, settings.metrics_host)
     pipeline = _pipeline(settings, metrics, state)
+    if settings.metrics_port:
+        serve(metrics, health, settings.metrics_port, settings.metrics_host,
+              reports={"/annotators": pipeline.annotator_report})
     if settings.embedding_preload:
         pipeline.embedder.load()
     health.model_ready = True
@@ -113,8 +114,10 @@ def cmd_audit(args) -> int:
         out = stack.enter_context(args.out.open("w", encoding="utf-8"))
         rejects = stack.enter_context(args.rejects.open("w", encoding="utf-8")) if args.rejects else sys.stderr
         verdicts = stack.enter_context(args.verdicts_out.open("w", encoding="utf-8")) if args.verdicts_out else None
+        annotators = (stack.enter_context(args.annotators_out.open("w", encoding="utf-8"))
+                      if args.annotators_out else None)
         summary = audit_file(_pipeline(settings), args.input, out, rejects, batch_size=args.batch_size,
-                             verdicts=verdicts)
+                             verdicts=verdicts, annotators=annotators)
     print(f"audited {summary.processed} samples from {summary.lines} lines: {summary.flagged} flagged, "
           f"{summary.rejected} rejected", file=sys.stderr)
     return 0
@@ -162,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--rejects", type=Path, help="Where to write rejected lines (default: stderr).")
     audit.add_argument("--verdicts-out", type=Path, help="Also write every sample's verdict and score as JSONL.")
     audit.add_argument("--batch-size", type=int, default=500, help="Samples per micro-batch.")
+    audit.add_argument("--annotators-out", type=Path,
+                       help="Write the annotator report (JSON list, worst estimated error rate first).")
     _add_settings(audit, DETECTOR_FIELDS + EMBEDDING_FIELDS)
     audit.set_defaults(handler=cmd_audit)
 

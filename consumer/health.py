@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from socketserver import ThreadingMixIn
@@ -66,11 +67,14 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def serve(metrics: Metrics, health: Health, port: int, host: str = "0.0.0.0"):
-    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` in a background thread; returns the server.
+def serve(metrics: Metrics, health: Health, port: int, host: str = "0.0.0.0",
+          reports: dict[str, Callable[[], object]] | None = None):
+    """Serve ``/metrics``, ``/healthz``, ``/readyz`` and each of ``reports`` (path -> JSON-able
+    callable) in a background thread; returns the server.
 
     ``port`` 0 picks a free port: read it from ``server.server_port``.
     """
+    reports = reports or {}
     metrics_app = make_wsgi_app(metrics.registry)
 
     def app(environ, start_response):
@@ -80,6 +84,10 @@ def serve(metrics: Metrics, health: Health, port: int, host: str = "0.0.0.0"):
             body = json.dumps({"status": "ok" if ok else "unavailable", **detail}).encode()
             start_response("200 OK" if ok else "503 Service Unavailable",
                            [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+        if path in reports:
+            body = json.dumps(reports[path](), default=str).encode()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
             return [body]
         return metrics_app(environ, start_response)
 

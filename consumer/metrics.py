@@ -57,6 +57,13 @@ class Metrics:
         self.produce_retries = Counter(
             "labelwatch_produce_retries_total", "Output records sent again after a failed delivery.", ["topic"],
             registry=r)
+        self.annotator_shifts = Counter(
+            "labelwatch_annotator_shifts_total", "Annotators whose disagreement rate rose (ADWIN).", ["dataset"],
+            registry=r)
+        self.annotator_error_rate = Gauge(
+            "labelwatch_annotator_error_rate",
+            "Estimated error rate of the worst annotators (top N only, opt-in: annotator_metrics_top).",
+            ["dataset", "annotator"], registry=r)
         self.poll_errors = Counter(
             "labelwatch_poll_errors_total", "Polls that failed because no broker answered (retried).", registry=r)
         self.commit_failures = Counter(

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from consumer.metrics import Metrics
 from consumer.state import StateStore
-from detectors import Assessment, Batch, LabelMonitor, MonitorConfig
+from detectors import AnnotatorQuality, Assessment, Batch, LabelMonitor, MonitorConfig
 from schemas import AnnotatedSample, DeadLetter, Reason, ReviewEvent, SampleVerdict, SourcePosition, make_event_id
 
 
@@ -32,6 +32,25 @@ class DatasetState:
 
     monitor: LabelMonitor
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
+    annotators: AnnotatorQuality = field(default_factory=AnnotatorQuality)
+
+
+def disagreement(assessment: Assessment) -> bool | None:
+    """Whether the out-of-sample evidence prefers another label than the given one.
+
+    Read from the first detector that reports both probabilities (confident learning, then the
+    online model); ``None`` while none has evidence yet.
+    """
+    for name in ("confident", "model", "neighbors"):
+        signal = assessment.signals.get(name)
+        if signal is None or signal.details.get("warming_up"):
+            continue
+        details = signal.details
+        if "p_label" in details and "p_suggested" in details:
+            return details["p_suggested"] > details["p_label"]
+        if "p_label" in details and "p_predicted" in details:
+            return details.get("predicted") is not None and details["p_predicted"] > details["p_label"]
+    return None
 
 
 class Embedder(Protocol):
@@ -251,8 +270,41 @@ class Pipeline:
                 self.metrics.cluster_purity.labels(dataset=label).set(cluster.purity)
         for payload, assessment in zip(payloads, assessments):
             self._record(payload, assessment, result, late=False)
+            self._judge_annotator(dataset, state, payload[0], assessment)
         for verdict in late:
             self._record(verdict.payload, verdict.assessment, result, late=True)
+            if verdict.payload[0].annotator_id:
+                state.annotators.flag_later(verdict.payload[0].annotator_id)
+
+    def _judge_annotator(self, dataset: str, state: DatasetState, sample: AnnotatedSample,
+                         assessment: Assessment) -> None:
+        if not sample.annotator_id:
+            return
+        disagrees = disagreement(assessment)
+        if disagrees is None:
+            return
+        shift = state.annotators.update(sample.annotator_id, disagrees=disagrees,
+                                        flagged=assessment.verdict.flagged)
+        if shift is not None and shift.worse:
+            self.metrics.annotator_shifts.labels(dataset=self.metrics.dataset_label(dataset)).inc()
+            log.warning("annotator %r of dataset %r: disagreement rate rose from %.3f to %.3f after %d samples",
+                        shift.annotator_id, dataset, shift.rate_before, shift.rate_after, shift.n,
+                        extra={"event": "annotator_shift", "dataset": dataset, "annotator_id": shift.annotator_id,
+                               "rate_before": shift.rate_before, "rate_after": shift.rate_after})
+
+    def annotator_report(self, top: int | None = None) -> list[dict]:
+        """Every annotator of every dataset in memory, worst estimated error rate first."""
+        rows = [{"dataset": dataset, **row} for dataset, state in list(self.datasets.items())
+                for row in state.annotators.report()]
+        rows.sort(key=lambda row: (-row["estimated_error_rate"], -row["n"], row["dataset"], row["annotator_id"]))
+        return rows[:top] if top is not None else rows
+
+    def publish_annotator_metrics(self, top: int) -> None:
+        """The ``top`` worst annotators as gauges (bounded cardinality; 0 publishes none)."""
+        self.metrics.annotator_error_rate.clear()
+        for row in self.annotator_report(top) if top else []:
+            self.metrics.annotator_error_rate.labels(dataset=self.metrics.dataset_label(row["dataset"]),
+                                                     annotator=row["annotator_id"]).set(row["estimated_error_rate"])
 
     def _record(self, payload, assessment: Assessment, result: BatchResult, *, late: bool) -> None:
         sample, source = payload

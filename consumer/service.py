@@ -198,6 +198,7 @@ class LabelwatchService:
             self.metrics.commit_failures.inc()
         self._pending.clear()
         self.stats.checkpoints += 1
+        self.pipeline.publish_annotator_metrics(self.settings.annotator_metrics_top)
         log.debug("checkpoint: %d datasets saved, %d partitions committed", saved, len(offsets))
 
     def _handle(self, producer: KafkaProducer, polled) -> None:

@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     # Metrics and logs
     metrics_host: str = Field("0.0.0.0", description="Bind address of the /metrics endpoint.")
     metrics_port: int = Field(9108, ge=0, le=65535, description="Port of /metrics; 0 turns it off.")
+    annotator_metrics_top: int = Field(
+        0, ge=0, le=100, description="Publish the error rate of this many worst annotators as metrics; 0 publishes none.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         "INFO", description="Logging level.")
     log_format: Literal["json", "text"] = Field("json", description="One JSON object per log line, or plain text.")

@@ -1,5 +1,6 @@
 """Streaming label-error detectors over numpy vectors and labels: no Kafka, no I/O."""
 
+from detectors.annotators import AnnotatorQuality, AnnotatorShift
 from detectors.base import NEUTRAL, Batch, Detector, LabelIndex, Signal
 from detectors.cluster import ClusterDisagreement
 from detectors.combine import Combiner
@@ -11,6 +12,8 @@ from detectors.monitor import DETECTORS, Assessment, LabelMonitor, LateVerdict, 
 from detectors.neighbors import NeighborAgreement, NeighborIndex, RunningStandardizer
 
 __all__ = [
+    "AnnotatorQuality",
+    "AnnotatorShift",
     "DETECTORS",
     "Assessment",
     "ClassThresholds",
