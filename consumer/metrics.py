@@ -57,6 +57,12 @@ class Metrics:
         self.produce_retries = Counter(
             "labelwatch_produce_retries_total", "Output records sent again after a failed delivery.", ["topic"],
             registry=r)
+        self.label_drift = Counter(
+            "labelwatch_label_drift_total", "Shifts in the share of a label in the stream (ADWIN).", ["dataset"],
+            registry=r)
+        self.cluster_drift = Counter(
+            "labelwatch_cluster_drift_total", "Shifts in the share of samples a cluster receives (ADWIN).",
+            ["dataset"], registry=r)
         self.annotator_shifts = Counter(
             "labelwatch_annotator_shifts_total", "Annotators whose disagreement rate rose (ADWIN).", ["dataset"],
             registry=r)

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from consumer.metrics import Metrics
 from consumer.state import StateStore
-from detectors import AnnotatorQuality, Assessment, Batch, LabelMonitor, MonitorConfig
+from detectors import AnnotatorQuality, Assessment, Batch, LabelMonitor, MonitorConfig, ShareDrift
 from schemas import AnnotatedSample, DeadLetter, Reason, ReviewEvent, SampleVerdict, SourcePosition, make_event_id
 
 
@@ -33,6 +33,8 @@ class DatasetState:
     monitor: LabelMonitor
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
     annotators: AnnotatorQuality = field(default_factory=AnnotatorQuality)
+    label_drift: ShareDrift = field(default_factory=ShareDrift)
+    cluster_drift: ShareDrift = field(default_factory=ShareDrift)
 
 
 def disagreement(assessment: Assessment) -> bool | None:
@@ -268,6 +270,7 @@ class Pipeline:
             self.metrics.clusters.labels(dataset=label).set(cluster.n_active_clusters)
             if cluster.purity is not None:
                 self.metrics.cluster_purity.labels(dataset=label).set(cluster.purity)
+        self._watch_drift(dataset, state, samples, assessments)
         for payload, assessment in zip(payloads, assessments):
             self._record(payload, assessment, result, late=False)
             self._judge_annotator(dataset, state, payload[0], assessment)
@@ -275,6 +278,20 @@ class Pipeline:
             self._record(verdict.payload, verdict.assessment, result, late=True)
             if verdict.payload[0].annotator_id:
                 state.annotators.flag_later(verdict.payload[0].annotator_id)
+
+    def _watch_drift(self, dataset: str, state: DatasetState, samples, assessments) -> None:
+        """Label mix and cluster occupancy over time: each shift is a metric and a log event."""
+        label = self.metrics.dataset_label(dataset)
+        watched = ((state.label_drift, [s.label for s in samples], self.metrics.label_drift, "label"),
+                   (state.cluster_drift, [a.cluster_id for a in assessments if a.cluster_id is not None],
+                    self.metrics.cluster_drift, "cluster"))
+        for drift, categories, counter, kind in watched:
+            for shift in drift.update(categories):
+                counter.labels(dataset=label).inc()
+                log.info("the share of %s %r in dataset %r moved from %.3f to %.3f", kind, shift.category, dataset,
+                         shift.before, shift.after,
+                         extra={"event": f"{kind}_drift", "dataset": dataset, kind: shift.category,
+                                "share_before": shift.before, "share_after": shift.after})
 
     def _judge_annotator(self, dataset: str, state: DatasetState, sample: AnnotatedSample,
                          assessment: Assessment) -> None:

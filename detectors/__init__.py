@@ -3,6 +3,7 @@
 from detectors.annotators import AnnotatorQuality, AnnotatorShift
 from detectors.base import NEUTRAL, Batch, Detector, LabelIndex, Signal
 from detectors.cluster import ClusterDisagreement
+from detectors.drift import ShareDrift, ShareShift
 from detectors.combine import Combiner
 from detectors.model import ModelDisagreement, RandomProjection, blend
 from detectors.confident import ClassThresholds, ConfidentLearning, confident_disagreement
@@ -35,6 +36,8 @@ __all__ = [
     "MonitorConfig",
     "NEUTRAL",
     "RandomProjection",
+    "ShareDrift",
+    "ShareShift",
     "Signal",
     "blend",
 ]

@@ -114,3 +114,22 @@ def test_the_running_service_serves_the_report_over_http_and_top_n_metrics():
         assert any(f'annotator="{BAD}"' in line for line in exposed)
     finally:
         server.shutdown()
+
+
+def test_a_change_in_the_label_mix_is_counted_as_drift():
+    data = load("digits")
+    order = np.argsort(data.labels < 5, kind="stable")  # digits 5-9 first, then 0-4: the label mix flips
+    labels = data.labels[order]
+    messages = [{"sample_id": f"d{i}", "label": str(labels[i]), "embedding": data.vectors[j].round(4).tolist()}
+                for i, j in enumerate(order.tolist())]
+    pipeline = Pipeline(MonitorConfig(), embedder=None)
+    for start in range(0, len(messages), 200):
+        pipeline.process([InputRecord(orjson.dumps(m)) for m in messages[start:start + 200]])
+    assert pipeline.metrics.label_drift.labels(dataset="default")._value.get() > 0
+    assert pipeline.metrics.cluster_drift.labels(dataset="default")._value.get() > 0
+
+    steady = Pipeline(MonitorConfig(), embedder=None)
+    shuffled = [messages[i] for i in np.random.default_rng(0).permutation(len(messages))]
+    for start in range(0, len(shuffled), 200):
+        steady.process([InputRecord(orjson.dumps(m)) for m in shuffled[start:start + 200]])
+    assert steady.metrics.label_drift.labels(dataset="default")._value.get() <= 1, "a steady mix is not drift"
