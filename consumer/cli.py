@@ -88,7 +88,7 @@ def cmd_run(args) -> int:
     pipeline = _pipeline(settings, metrics, state)
     if settings.metrics_port:
         serve(metrics, health, settings.metrics_port, settings.metrics_host,
-              reports={"/annotators": pipeline.annotator_report})
+              reports={"/annotators": pipeline.annotator_report, "/clusters": pipeline.cluster_report})
     if settings.embedding_preload:
         pipeline.embedder.load()
     health.model_ready = True

@@ -316,6 +316,37 @@ class Pipeline:
         rows.sort(key=lambda row: (-row["estimated_error_rate"], -row["n"], row["dataset"], row["annotator_id"]))
         return rows[:top] if top is not None else rows
 
+    def cluster_report(self, members: int = 5) -> list[dict]:
+        """Every cluster of every dataset in memory, mixed clusters first.
+
+        Each entry: ``dataset``, ``cluster_id``, ``size`` (recent samples), ``label_counts``,
+        ``majority_label``, ``purity`` (majority share) and up to ``members`` recent sample ids,
+        the ones whose label is not the majority first: the clusters to review, and where to look.
+        """
+        rows = []
+        for dataset, state in list(self.datasets.items()):
+            cluster = state.monitor.detector("cluster")
+            if cluster is None:
+                continue
+            recent: dict[int, list[tuple[bool, str]]] = {}
+            for entry in list(state.monitor._window)[-2000:]:
+                cluster_id = entry.assessment.cluster_id
+                if cluster_id is not None:
+                    recent.setdefault(cluster_id, []).append((entry.label, entry.sample_id))
+            for cluster_id, counts in cluster.label_counts().items():
+                size = sum(counts.values())
+                if not size:
+                    continue
+                majority = max(counts, key=counts.get)
+                seen = recent.get(cluster_id, [])[::-1]
+                ordered = [sid for label, sid in seen if label != majority] + [sid for label, sid in seen if label == majority]
+                rows.append({"dataset": dataset, "cluster_id": cluster_id, "size": size,
+                             "label_counts": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
+                             "majority_label": majority, "purity": round(counts[majority] / size, 4),
+                             "member_ids": ordered[:members]})
+        rows.sort(key=lambda row: (row["purity"], -row["size"], row["dataset"], row["cluster_id"]))
+        return rows
+
     def publish_annotator_metrics(self, top: int) -> None:
         """The ``top`` worst annotators as gauges (bounded cardinality; 0 publishes none)."""
         self.metrics.annotator_error_rate.clear()

@@ -133,3 +133,23 @@ def test_a_change_in_the_label_mix_is_counted_as_drift():
     for start in range(0, len(shuffled), 200):
         steady.process([InputRecord(orjson.dumps(m)) for m in shuffled[start:start + 200]])
     assert steady.metrics.label_drift.labels(dataset="default")._value.get() <= 1, "a steady mix is not drift"
+
+
+def test_the_cluster_report_lists_mixed_clusters_first_with_members_to_look_at():
+    from consumer.datasets import inject_noise
+
+    data = load("digits")
+    noisy, _ = inject_noise(data.labels, 0.2, n_classes=10, seed=3)
+    pipeline = Pipeline(MonitorConfig(n_clusters=12), embedder=None)
+    messages = to_messages(data, noisy, order_seed=3)
+    for start in range(0, len(messages), 300):
+        pipeline.process([InputRecord(orjson.dumps(m)) for m in messages[start:start + 300]])
+    report = pipeline.cluster_report()
+    assert report and [row["purity"] for row in report] == sorted(row["purity"] for row in report)
+    most_mixed = report[0]
+    assert most_mixed["purity"] < 0.8 < report[-1]["purity"]
+    assert most_mixed["label_counts"][most_mixed["majority_label"]] == max(most_mixed["label_counts"].values())
+    assert sum(row["size"] for row in report) == pipeline.monitors["digits"].n_learned, "every learned sample, once"
+    by_id = {m["sample_id"]: m["label"] for m in messages}
+    members = most_mixed["member_ids"]
+    assert members and by_id[members[0]] != most_mixed["majority_label"], "the odd ones out come first"
