@@ -63,6 +63,9 @@ class Metrics:
         self.cluster_drift = Counter(
             "labelwatch_cluster_drift_total", "Shifts in the share of samples a cluster receives (ADWIN).",
             ["dataset"], registry=r)
+        self.annotator_disagreements = Counter(
+            "labelwatch_annotator_disagreements_total",
+            "Annotations of a sample that several annotators labelled differently.", ["dataset"], registry=r)
         self.annotator_shifts = Counter(
             "labelwatch_annotator_shifts_total", "Annotators whose disagreement rate rose (ADWIN).", ["dataset"],
             registry=r)

@@ -14,8 +14,10 @@ from pydantic import ValidationError
 
 from consumer.metrics import Metrics
 from consumer.state import StateStore
-from detectors import AnnotatorQuality, Assessment, Batch, LabelMonitor, MonitorConfig, ShareDrift
-from schemas import AnnotatedSample, DeadLetter, Reason, ReviewEvent, SampleVerdict, SourcePosition, make_event_id
+from detectors import (AnnotatorQuality, Assessment, Batch, Consensus, LabelMonitor, MonitorConfig, ShareDrift,
+                       Signal)
+from schemas import (AnnotatedSample, DeadLetter, Reason, ReviewEvent, SampleVerdict, SourcePosition, make_event_id,
+                     priority_of)
 
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,7 @@ class DatasetState:
     annotators: AnnotatorQuality = field(default_factory=AnnotatorQuality)
     label_drift: ShareDrift = field(default_factory=ShareDrift)
     cluster_drift: ShareDrift = field(default_factory=ShareDrift)
+    consensus: Consensus = field(default_factory=Consensus)
 
 
 def disagreement(assessment: Assessment) -> bool | None:
@@ -272,8 +275,9 @@ class Pipeline:
                 self.metrics.cluster_purity.labels(dataset=label).set(cluster.purity)
         self._watch_drift(dataset, state, samples, assessments)
         for payload, assessment in zip(payloads, assessments):
-            self._record(payload, assessment, result, late=False)
             self._judge_annotator(dataset, state, payload[0], assessment)
+            assessment = self._with_consensus(dataset, state, payload[0], assessment)
+            self._record(payload, assessment, result, late=False)
         for verdict in late:
             self._record(verdict.payload, verdict.assessment, result, late=True)
             if verdict.payload[0].annotator_id:
@@ -292,6 +296,25 @@ class Pipeline:
                          shift.before, shift.after,
                          extra={"event": f"{kind}_drift", "dataset": dataset, kind: shift.category,
                                 "share_before": shift.before, "share_after": shift.after})
+
+    def _with_consensus(self, dataset: str, state: DatasetState, sample: AnnotatedSample,
+                        assessment: Assessment) -> Assessment:
+        """Several annotators labelled this sample: a label against their consensus is a review reason."""
+        agreed = state.consensus.add(sample.sample_id, sample.annotator_id, sample.label,
+                                     reliability=lambda annotator: 1.0 - state.annotators.error_rate(annotator))
+        if agreed is None or agreed.unanimous:
+            return assessment
+        self.metrics.annotator_disagreements.labels(dataset=self.metrics.dataset_label(dataset)).inc()
+        if agreed.label == sample.label:
+            return assessment
+        backing = sum(label == sample.label for label in agreed.annotations.values()) / len(agreed.annotations)
+        signal = Signal(round(1.0 - backing, 6), True, agreed.label,
+                        {"consensus": agreed.label, "agreement": round(agreed.agreement, 4),
+                         "annotations": agreed.annotations})
+        verdict = assessment.verdict
+        combined = Signal(max(verdict.score, signal.score), True, verdict.suggested_label or agreed.label,
+                          {**verdict.details, "consensus": agreed.label})
+        return Assessment(combined, {**assessment.signals, "consensus": signal})
 
     def _judge_annotator(self, dataset: str, state: DatasetState, sample: AnnotatedSample,
                          assessment: Assessment) -> None:
@@ -394,6 +417,8 @@ def review_event(sample: AnnotatedSample, assessment: Assessment, source: Source
         annotator_id=sample.annotator_id,
         late=late,
         source=source,
+        priority=priority_of(min(max(assessment.verdict.score, 0.0), 1.0), len(reasons)),
+        text=sample.text,
     )
 
 

@@ -6,6 +6,7 @@ from detectors.cluster import ClusterDisagreement
 from detectors.drift import ShareDrift, ShareShift
 from detectors.combine import Combiner
 from detectors.model import ModelDisagreement, RandomProjection, blend
+from detectors.consensus import Consensus, ConsensusResult
 from detectors.confident import ClassThresholds, ConfidentLearning, confident_disagreement
 from detectors.crossfit import CrossFitModel
 from detectors.folds import fold_of
@@ -18,6 +19,8 @@ __all__ = [
     "DETECTORS",
     "Assessment",
     "ClassThresholds",
+    "Consensus",
+    "ConsensusResult",
     "ConfidentLearning",
     "CrossFitModel",
     "LateVerdict",

@@ -86,6 +86,14 @@ class AnnotatorQuality:
         """Disagreement rate of all annotators together (0.05 before any evidence)."""
         return self.disagreements / self.n if self.n else 0.05
 
+    def error_rate(self, annotator_id: str) -> float:
+        """The posterior mean alone (the crowd rate for an unknown annotator): cheap, for weighting votes."""
+        record = self.annotators.get(annotator_id)
+        prior_a = self.prior_strength * self.crowd_rate
+        if record is None:
+            return prior_a / self.prior_strength
+        return (prior_a + record.disagreements) / (self.prior_strength + record.n)
+
     def estimate(self, annotator_id: str) -> dict:
         """The annotator's posterior: estimated error rate, credible interval, and counts."""
         record = self.annotators[annotator_id]

@@ -1,7 +1,7 @@
 """Wire models of labelwatch: what producers send, what reviewers receive, what was rejected."""
 
 from schemas.dead_letter import DeadLetter
-from schemas.review import Reason, ReviewEvent, SourcePosition, make_event_id
+from schemas.review import Reason, ReviewEvent, SourcePosition, make_event_id, priority_of
 from schemas.sample import AnnotatedSample, UserPrediction
 from schemas.verdict import SampleVerdict
 from schemas.json_schema import SCHEMA_MODELS, json_schemas
@@ -17,4 +17,5 @@ __all__ = [
     "UserPrediction",
     "json_schemas",
     "make_event_id",
+    "priority_of",
 ]

@@ -60,3 +60,16 @@ class ReviewEvent(BaseModel):
     annotator_id: str | None = None
     late: bool = Field(default=False, description="Flagged by a retrospective re-audit, after the first verdict.")
     source: SourcePosition | None = Field(default=None, description="Kafka position, when read from Kafka.")
+    priority: int = Field(default=2, ge=1, le=3, description="1: review first (strong or corroborated evidence), 3: last.")
+    text: str | None = Field(default=None, description="The annotated text, when the sample had one, for reviewers.")
+
+
+def priority_of(score: float, n_reasons: int) -> int:
+    """Review priority: 1 for a score of 0.9 or more, or evidence from several detectors; 2 from 0.7; else 3.
+
+    >>> priority_of(0.95, 1), priority_of(0.6, 2), priority_of(0.75, 1), priority_of(0.5, 1)
+    (1, 1, 2, 3)
+    """
+    if score >= 0.9 or n_reasons >= 2:
+        return 1
+    return 2 if score >= 0.7 else 3

@@ -153,3 +153,19 @@ def test_the_cluster_report_lists_mixed_clusters_first_with_members_to_look_at()
     by_id = {m["sample_id"]: m["label"] for m in messages}
     members = most_mixed["member_ids"]
     assert members and by_id[members[0]] != most_mixed["majority_label"], "the odd ones out come first"
+
+
+def test_a_label_against_the_annotators_consensus_becomes_a_review_event():
+    pipeline = Pipeline(MonitorConfig(), embedder=None)
+    vector = [0.1, 0.2, 0.3]
+    votes = [("triple", "ann-a", "cat"), ("triple", "ann-b", "cat"), ("triple", "ann-c", "dog"),
+             ("pair", "ann-a", "cat"), ("pair", "ann-b", "cat")]
+    result = pipeline.process([InputRecord(orjson.dumps({"sample_id": sid, "annotator_id": who, "label": label,
+                                                          "embedding": vector})) for sid, who, label in votes])
+    events = [e for e in result.events if any(r.detector == "consensus" for r in e.reasons)]
+    assert [(e.sample_id, e.annotator_id, e.label, e.suggested_label) for e in events] == [("triple", "ann-c", "dog", "cat")]
+    reason = next(r for r in events[0].reasons if r.detector == "consensus")
+    assert reason.details["annotations"] == {"ann-a": "cat", "ann-b": "cat", "ann-c": "dog"}
+    assert reason.details["agreement"] == pytest.approx(2 / 3, abs=1e-3)
+    assert events[0].priority in (1, 2, 3)
+    assert pipeline.metrics.annotator_disagreements.labels(dataset="default")._value.get() == 1
