@@ -141,6 +141,28 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from consumer.export import write
+    from schemas import ReviewEvent
+
+    if (args.input is None) == (args.topic is None):
+        raise SystemExit("labelwatch: export reads either a JSONL file of review events or --topic, not both")
+    if args.input is not None:
+        if not args.input.exists():
+            raise SystemExit(f"labelwatch: no such input file: {args.input}")
+        lines = [line for line in args.input.read_bytes().splitlines() if line.strip()]
+    else:
+        from consumer.topics import read_topic
+
+        settings = _settings(args, ("bootstrap_servers",))
+        lines = [m.value for m in read_topic(settings.kafka_config(), args.topic, expected=10**9, timeout=args.timeout)]
+    events = [ReviewEvent.model_validate_json(line) for line in lines]
+    with args.out.open("w", encoding="utf-8") as out:
+        n = write(events, out, args.format)
+    print(f"exported {n} review items ({len(events)} events read) to {args.out} as {args.format}", file=sys.stderr)
+    return 0
+
+
 def cmd_schemas(args) -> int:
     from schemas import json_schemas
 
@@ -177,6 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--limit", type=int, default=None, help="Stream only the first N samples.")
     _add_settings(demo, DETECTOR_FIELDS + EMBEDDING_FIELDS + ("bootstrap_servers", "metrics_port"))
     demo.set_defaults(handler=cmd_demo)
+
+    export = commands.add_parser("export", help="Export review events as a review queue (JSONL) or Label Studio tasks.")
+    export.add_argument("input", type=Path, nargs="?", help="JSONL of ReviewEvents (e.g. audit --out).")
+    export.add_argument("--topic", help="Read the review events from this Kafka topic instead (e.g. the deferred topic).")
+    export.add_argument("--timeout", type=float, default=10.0, help="Seconds to wait for the topic's records.")
+    export.add_argument("--format", choices=("jsonl", "labelstudio"), default="jsonl")
+    export.add_argument("--out", type=Path, required=True)
+    _add_settings(export, ("bootstrap_servers",))
+    export.set_defaults(handler=cmd_export)
 
     schemas = commands.add_parser("schemas", help="Write the JSON Schema of every wire message.")
     schemas.add_argument("--out", type=Path, default=Path("schemas/json"))

@@ -31,6 +31,9 @@ class Metrics:
             "labelwatch_samples_invalid_total", "Input records sent to the dead-letter topic.", ["reason"], registry=r)
         self.review_events = Counter(
             "labelwatch_review_events_total", "Review events emitted.", ["dataset"], registry=r)
+        self.review_events_deferred = Counter(
+            "labelwatch_review_events_deferred_total", "Review events over the review budget, sent to the deferred topic.",
+            registry=r)
         self.detector_flags = Counter(
             "labelwatch_detector_flags_total", "Review events each detector flagged.", ["detector"], registry=r)
         self.batch_seconds = Histogram(

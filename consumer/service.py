@@ -33,6 +33,7 @@ from kafka.structs import OffsetAndMetadata
 
 from consumer.health import Health
 from consumer.pipeline import BatchResult, InputRecord, Pipeline
+from consumer.routing import ReviewRouter, parse_routes
 from consumer.settings import Settings
 from schemas import DeadLetter, SourcePosition
 
@@ -95,6 +96,9 @@ class LabelwatchService:
         self.pipeline = pipeline
         self.metrics = pipeline.metrics
         self.health = health or Health(stall_after_s=settings.max_poll_interval_ms / 1000)
+        self.router = ReviewRouter(settings.review_topic, parse_routes(settings.review_routes),
+                                   budget=settings.review_budget, window_s=settings.review_budget_window_s,
+                                   deferred_topic=settings.review_deferred_topic)
         self.stats = ServiceStats()
         self.stop_event = threading.Event()
         self.assigned = threading.Event()
@@ -233,7 +237,11 @@ class LabelwatchService:
         for commit, so it is replayed, with the same event ids, by whoever consumes it next.
         """
         s = self.settings
-        outgoing = [(s.review_topic, e.sample_id.encode(), e.model_dump_json().encode(), None) for e in result.events]
+        routed = self.router.route(result.events)
+        outgoing = [(topic, e.sample_id.encode(), e.model_dump_json().encode(), None) for topic, e in routed]
+        deferred = sum(topic == self.router.deferred_topic for topic, _ in routed)
+        if deferred:
+            self.metrics.review_events_deferred.inc(deferred)
         outgoing += [(s.dlq_topic, None, letter.model_dump_json().encode(), dead_letter_headers(letter))
                      for _, letter in result.dead_letters]
         if s.verdict_topic:

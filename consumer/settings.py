@@ -24,6 +24,13 @@ class Settings(BaseSettings):
     dlq_topic: str = Field("annotations-dlq", description="Dead-letter topic for rejected input.")
     verdict_topic: str | None = Field(
         None, description="Optional topic with one SampleVerdict per processed sample, flagged or not.")
+    review_routes: str = Field(
+        "", description="Route review events: priority:N=TOPIC or detector:NAME=TOPIC, comma-separated, first match wins.")
+    review_budget: int = Field(
+        0, ge=0, description="Review events per budget window sent for review (most urgent first); 0 is unlimited.")
+    review_budget_window_s: int = Field(3600, ge=1, description="Length of the review-budget window, in seconds.")
+    review_deferred_topic: str | None = Field(
+        None, description="Where events over the budget go, retrievable later; default: the review topic + '-deferred'.")
     group_id: str = Field("labelwatch", description="Kafka consumer group id.")
     auto_offset_reset: Literal["earliest", "latest"] = Field(
         "earliest", description="Where a new group starts reading.")
@@ -102,6 +109,14 @@ class Settings(BaseSettings):
     @classmethod
     def _level_upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("review_routes")
+    @classmethod
+    def _routes_parse(cls, value: str) -> str:
+        from consumer.routing import parse_routes
+
+        parse_routes(value)
+        return value
 
     @field_validator("policy")
     @classmethod
