@@ -34,6 +34,12 @@ class Metrics:
         self.review_events_deferred = Counter(
             "labelwatch_review_events_deferred_total", "Review events over the review budget, sent to the deferred topic.",
             registry=r)
+        self.corrections = Counter(
+            "labelwatch_corrections_total", "Reviewers' answers applied, by outcome and by what was done.",
+            ["dataset", "outcome", "applied"], registry=r)
+        self.reviewer_precision = Gauge(
+            "labelwatch_reviewer_confirmed_precision",
+            "Share of reviewed flags that reviewers confirmed as wrong labels.", ["dataset"], registry=r)
         self.detector_flags = Counter(
             "labelwatch_detector_flags_total", "Review events each detector flagged.", ["detector"], registry=r)
         self.batch_seconds = Histogram(

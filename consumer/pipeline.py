@@ -16,7 +16,7 @@ from consumer.metrics import Metrics
 from consumer.state import StateStore
 from detectors import (AnnotatorQuality, Assessment, Batch, Consensus, LabelMonitor, MonitorConfig, ShareDrift,
                        Signal)
-from schemas import (AnnotatedSample, DeadLetter, Reason, ReviewEvent, SampleVerdict, SourcePosition, make_event_id,
+from schemas import (AnnotatedSample, Correction, DeadLetter, Reason, ReviewEvent, SampleVerdict, SourcePosition, make_event_id,
                      priority_of)
 
 
@@ -38,6 +38,7 @@ class DatasetState:
     label_drift: ShareDrift = field(default_factory=ShareDrift)
     cluster_drift: ShareDrift = field(default_factory=ShareDrift)
     consensus: Consensus = field(default_factory=Consensus)
+    reviewed: dict[str, int] = field(default_factory=dict)  # reviewers' answers by outcome
 
 
 def disagreement(assessment: Assessment) -> bool | None:
@@ -338,6 +339,31 @@ class Pipeline:
                 for row in state.annotators.report()]
         rows.sort(key=lambda row: (-row["estimated_error_rate"], -row["n"], row["dataset"], row["annotator_id"]))
         return rows[:top] if top is not None else rows
+
+    def correct(self, records: Sequence[InputRecord]) -> BatchResult:
+        """Apply reviewers' corrections (the corrections topic); invalid ones become dead letters."""
+        result = BatchResult()
+        for record in records:
+            try:
+                if record.value is None:
+                    raise ValueError("empty correction")
+                correction = Correction.model_validate_json(record.value)
+            except (ValidationError, ValueError) as error:
+                reason = _describe(error) if isinstance(error, ValidationError) else str(error)
+                result.dead_letters.append((record, DeadLetter.from_bytes(
+                    record.value, reason=f"invalid correction: {reason}", error_type="invalid_correction",
+                    source=record.source, exception=error, keep_bytes=DEAD_LETTER_KEEP_BYTES)))
+                self.metrics.samples_invalid.labels(reason="invalid_correction").inc()
+                continue
+            state = self.dataset_state(correction.dataset)
+            done = state.monitor.correct(correction.sample_id, correction.outcome, correction.corrected_label)
+            state.reviewed[correction.outcome] = state.reviewed.get(correction.outcome, 0) + 1
+            self._changed.add(correction.dataset)
+            label = self.metrics.dataset_label(correction.dataset)
+            self.metrics.corrections.labels(dataset=label, outcome=correction.outcome, applied=done).inc()
+            confirmed, false_alarms = state.reviewed.get("confirmed", 0), state.reviewed.get("false_alarm", 0)
+            self.metrics.reviewer_precision.labels(dataset=label).set(confirmed / (confirmed + false_alarms))
+        return result
 
     def cluster_report(self, members: int = 5) -> list[dict]:
         """Every cluster of every dataset in memory, mixed clusters first.

@@ -86,6 +86,7 @@ class ServiceStats:
     review_events: int = 0
     batches: int = 0
     checkpoints: int = 0
+    corrections: int = 0
 
 
 class LabelwatchService:
@@ -113,7 +114,8 @@ class LabelwatchService:
 
     def _consumer(self) -> KafkaConsumer:
         consumer = KafkaConsumer(group_id=self.settings.group_id, **consumer_options(self.settings))
-        consumer.subscribe([self.settings.input_topic], listener=_CheckpointOnRevoke(self))
+        topics = [self.settings.input_topic] + ([self.settings.corrections_topic] if self.settings.corrections_topic else [])
+        consumer.subscribe(topics, listener=_CheckpointOnRevoke(self))
         return consumer
 
     def _producer(self, **overrides) -> KafkaProducer:
@@ -212,6 +214,13 @@ class LabelwatchService:
                         timestamp_ms=r.timestamp)
             for tp in sorted(polled, key=lambda t: (t.topic, t.partition)) for r in polled[tp]
         ]
+        corrections_topic = self.settings.corrections_topic
+        corrections = [r for r in records if corrections_topic and r.source.topic == corrections_topic]
+        if corrections:
+            # reviewers' answers first: they may hold back a flag on a similar sample in this very batch
+            records = [r for r in records if r.source.topic != corrections_topic]
+            self._deliver(producer, self.pipeline.correct(corrections))
+            self.stats.corrections += len(corrections)
         result = self.pipeline.process(records)
         self._deliver(producer, result)
         for tp, batch in polled.items():

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     review_budget_window_s: int = Field(3600, ge=1, description="Length of the review-budget window, in seconds.")
     review_deferred_topic: str | None = Field(
         None, description="Where events over the budget go, retrievable later; default: the review topic + '-deferred'.")
+    corrections_topic: str | None = Field(
+        None, description="Optional topic of reviewers' Corrections (confirmed with a corrected label, or false alarm).")
     group_id: str = Field("labelwatch", description="Kafka consumer group id.")
     auto_offset_reset: Literal["earliest", "latest"] = Field(
         "earliest", description="Where a new group starts reading.")

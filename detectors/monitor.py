@@ -13,6 +13,7 @@ from detectors.base import Batch, Detector, Signal
 from detectors.cluster import ClusterDisagreement
 from detectors.combine import Combiner
 from detectors.confident import ConfidentLearning
+from detectors.corrections import FalseAlarmMemory
 from detectors.model import ModelDisagreement
 from detectors.neighbors import NeighborAgreement
 
@@ -119,6 +120,7 @@ class _Pending:
     assessment: Assessment
     arrived: int
     due: int
+    excluded: bool = False  # a reviewer confirmed the label wrong before it was learned, and gave no better one
 
 
 @dataclass
@@ -156,8 +158,10 @@ class LabelMonitor:
     dimension: int | None = None
     n_seen: int = 0
     n_learned: int = 0
+    false_alarms: FalseAlarmMemory = field(default_factory=FalseAlarmMemory, repr=False)
     _window: deque = field(default_factory=deque, repr=False)
     _unlearned: list = field(default_factory=list, repr=False)
+    _corrections: list = field(default_factory=list, repr=False)
 
     @classmethod
     def from_config(cls, config: MonitorConfig) -> LabelMonitor:
@@ -195,6 +199,7 @@ class LabelMonitor:
     def _judge(self, batch: Batch, payloads: Sequence[Any]) -> list[Assessment]:
         per_detector = {d.name: d.score_many(batch) for d in self.detectors}
         assessments = [self._assess({name: sigs[i] for name, sigs in per_detector.items()}) for i in range(len(batch))]
+        assessments = self._hold_back(assessments, batch.vectors, batch.labels)
         probas = batch.user_probas or [None] * len(batch)
         for i, assessment in enumerate(assessments):
             arrived = self.n_seen + i
@@ -207,17 +212,69 @@ class LabelMonitor:
             self._window.popleft()
         return assessments
 
+    def _hold_back(self, assessments: list[Assessment], vectors: np.ndarray, labels) -> list[Assessment]:
+        """Flags that do not beat a similar reviewed false alarm's score (by a margin) are withdrawn."""
+        if not len(self.false_alarms) or not any(a.verdict.flagged for a in assessments):
+            return assessments
+        bars = self.false_alarms.bar(vectors, labels)
+        held = []
+        for assessment, bar in zip(assessments, bars.tolist()):
+            verdict = assessment.verdict
+            if verdict.flagged and verdict.score <= bar:
+                assessment = Assessment(Signal(verdict.score, False, None,
+                                               {**verdict.details, "held_back": "similar to a reviewed false alarm",
+                                                "bar": round(bar, 4)}), assessment.signals)
+            held.append(assessment)
+        return held
+
+    def correct(self, sample_id: str, outcome: str, corrected_label: str | None = None) -> str:
+        """Apply a reviewer's answer about a recent sample; returns what was done.
+
+        - ``false_alarm``: the sample is remembered, and similar samples with its label need a
+          higher score to be flagged (:class:`~detectors.corrections.FalseAlarmMemory`);
+        - ``confirmed`` before the sample was learned: it is learned with ``corrected_label``, or
+          not at all without one, so the wrong label never trains the detectors;
+        - ``confirmed`` after: the corrected label is learned with the next step, next to the wrong
+          one (online models cannot unlearn).
+
+        ``"unknown"`` when the sample has left the re-audit window.
+        """
+        entry = next((p for p in reversed(self._window) if p.sample_id == sample_id), None)
+        if entry is None:
+            return "unknown"
+        if outcome == "false_alarm":
+            self.false_alarms.add(entry.vector, entry.label, entry.assessment.verdict.score)
+            return "false_alarm"
+        if outcome != "confirmed":
+            raise ValueError(f"unknown outcome {outcome!r}")
+        if any(p is entry for p in self._unlearned):
+            if corrected_label is None:
+                entry.excluded = True
+                return "excluded"
+            entry.label = corrected_label
+            return "relabelled"
+        if corrected_label is None:
+            return "noted"
+        self._corrections.append(_Pending(entry.vector, corrected_label, entry.user_proba, entry.sample_id, None,
+                                          entry.assessment, entry.arrived, entry.due))
+        return "queued"
+
     def _learn_step(self, scored: Batch | None = None) -> list[LateVerdict]:
         """Learn the samples judged since the last step, then re-audit the clean ones now due.
 
         ``scored`` is the batch object just scored when it is exactly the step, so detectors can
-        reuse what they computed while scoring it.
+        reuse what they computed while scoring it. Reviewers' corrections are learned with it.
         """
-        batch = scored if scored is not None else _batch_of(self._unlearned)
-        for detector in self.detectors:
-            detector.learn_many(batch)
+        to_learn = [p for p in self._unlearned if not p.excluded] + self._corrections
+        if scored is not None and len(to_learn) == len(scored) and not self._corrections:
+            batch = scored
+        else:
+            batch = _batch_of(to_learn) if to_learn else None
+        if batch is not None:
+            for detector in self.detectors:
+                detector.learn_many(batch)
         self.n_learned += len(self._unlearned)
-        self._unlearned = []
+        self._unlearned, self._corrections = [], []
         due = [p for p in self._window if not p.assessment.verdict.flagged and p.due <= self.n_learned]
         for entry in due:
             entry.due = entry.arrived + REAUDIT_GROWTH * (entry.due - entry.arrived)
@@ -225,12 +282,13 @@ class LabelMonitor:
 
     def flush(self) -> list[LateVerdict]:
         """Learn the unfinished step, then re-audit every clean sample in the window, thresholds refitted."""
-        if self._unlearned:
-            batch = _batch_of(self._unlearned)
+        to_learn = [p for p in self._unlearned if not p.excluded] + self._corrections
+        if to_learn:
+            batch = _batch_of(to_learn)
             for detector in self.detectors:
                 detector.learn_many(batch)
-            self.n_learned += len(self._unlearned)
-            self._unlearned = []
+        self.n_learned += len(self._unlearned)
+        self._unlearned, self._corrections = [], []
         pending = [p for p in self._window if not p.assessment.verdict.flagged]
         return self._reaudit(pending, refit_thresholds=True)
 
@@ -240,10 +298,10 @@ class LabelMonitor:
         batch = _batch_of(pending)
         rescored = {d.name: d.rescore_many(batch, refit_thresholds=refit_thresholds) for d in self.detectors}
         late = []
-        for i, entry in enumerate(pending):
-            signals = {name: (sigs[i] if sigs is not None else entry.assessment.signals[name])
-                       for name, sigs in rescored.items()}
-            assessment = self._assess(signals)
+        assessments = [self._assess({name: (sigs[i] if sigs is not None else entry.assessment.signals[name])
+                                     for name, sigs in rescored.items()}) for i, entry in enumerate(pending)]
+        assessments = self._hold_back(assessments, batch.vectors, batch.labels)
+        for entry, assessment in zip(pending, assessments):
             if assessment.verdict.flagged:
                 entry.assessment = assessment
                 late.append(LateVerdict(entry.payload, assessment))

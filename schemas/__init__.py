@@ -1,5 +1,6 @@
 """Wire models of labelwatch: what producers send, what reviewers receive, what was rejected."""
 
+from schemas.correction import Correction
 from schemas.dead_letter import DeadLetter
 from schemas.review import Reason, ReviewEvent, SourcePosition, make_event_id, priority_of
 from schemas.sample import AnnotatedSample, UserPrediction
@@ -8,6 +9,7 @@ from schemas.json_schema import SCHEMA_MODELS, json_schemas
 
 __all__ = [
     "AnnotatedSample",
+    "Correction",
     "DeadLetter",
     "Reason",
     "ReviewEvent",

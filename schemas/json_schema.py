@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from schemas.correction import Correction
 from schemas.dead_letter import DeadLetter
 from schemas.review import ReviewEvent
 from schemas.sample import AnnotatedSample
@@ -16,6 +17,7 @@ SCHEMA_MODELS: dict[str, type[BaseModel]] = {
     "review_event": ReviewEvent,
     "dead_letter": DeadLetter,
     "sample_verdict": SampleVerdict,
+    "correction": Correction,
 }
 
 
@@ -23,6 +25,6 @@ def json_schemas() -> dict[str, dict[str, Any]]:
     """The JSON Schema of every wire model, keyed by file stem.
 
     >>> sorted(json_schemas())
-    ['annotated_sample', 'dead_letter', 'review_event', 'sample_verdict']
+    ['annotated_sample', 'correction', 'dead_letter', 'review_event', 'sample_verdict']
     """
     return {name: model.model_json_schema() for name, model in SCHEMA_MODELS.items()}

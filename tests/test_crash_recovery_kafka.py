@@ -140,7 +140,9 @@ def check_fates(bootstrap: str, topics: dict[str, str], by_dataset: dict[str, li
     for sid, copies in duplicated.items():
         # same id, same verdict; the score to within float rounding (BLAS sums rows of other batch shapes
         # in another order, which moves the last bits)
-        assert len({(v.event_id, v.flagged, round(v.score, 9)) for v in copies}) == 1, f"a replay judged {sid} differently"
+        assert len({(v.event_id, v.flagged) for v in copies}) == 1, f"a replay judged {sid} differently"
+        scores = [v.score for v in copies]
+        assert max(scores) - min(scores) <= 1e-9, f"a replay scored {sid} differently: {scores}"
 
     letters = read_topic({"bootstrap_servers": bootstrap}, topics["dlq"], len(bad), timeout=30)
     originals = [DeadLetter.model_validate_json(m.value).original_bytes() for m in letters]

@@ -86,3 +86,60 @@ def test_routes_and_budget_send_the_most_urgent_for_review_and_defer_the_rest(ka
 def test_routes_reject_a_malformed_rule():
     with pytest.raises(ValueError, match="priority:N=TOPIC"):
         parse_routes("urgent")
+
+
+def test_corrections_from_the_corrections_topic_hold_back_similar_flags(kafka_broker, unique_name):
+    import threading
+
+    from consumer.metrics import Metrics
+    from consumer.pipeline import Pipeline
+    from consumer.service import LabelwatchService
+    from consumer.settings import Settings
+    from detectors import MonitorConfig
+    from test_corrections import stream
+
+    bootstrap = kafka_broker.bootstrap_servers
+    names = {n: unique_name(n) for n in ("in", "corrections", "reviews", "dlq")}
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(t, 1, 1) for t in names.values()])
+    admin.close()
+    messages, wrong = stream(1500, seed=4)
+    settings = Settings(bootstrap_servers=bootstrap, input_topic=names["in"], corrections_topic=names["corrections"],
+                        review_topic=names["reviews"], dlq_topic=names["dlq"], group_id=names["in"],
+                        max_poll_interval_ms=10_000, session_timeout_ms=6_000, heartbeat_interval_ms=2_000,
+                        metrics_port=0, max_poll_records=100)
+    service = LabelwatchService(settings, Pipeline(MonitorConfig(detectors=("cluster", "neighbors", "confident")),
+                                                   None, metrics=Metrics()))
+    worker = threading.Thread(target=service.run)
+    worker.start()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    reviews = KafkaConsumer(names["reviews"], bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                            consumer_timeout_ms=500)
+    try:
+        for m in messages:
+            producer.send(names["in"], key=b"default", value=orjson.dumps(m))
+        producer.flush()
+        answered, deadline = 0, time.monotonic() + 120
+        while service.stats.consumed < len(messages) or service.stats.corrections < answered:
+            assert worker.is_alive() and time.monotonic() < deadline, "the service did not finish"
+            for record in reviews:  # a reviewer answers every review event as it arrives
+                event = ReviewEvent.model_validate_json(record.value)
+                answer = ({"sample_id": event.sample_id, "outcome": "confirmed", "corrected_label": "a"}
+                          if event.sample_id in wrong else {"sample_id": event.sample_id, "outcome": "false_alarm"})
+                producer.send(names["corrections"], value=orjson.dumps(answer))
+                answered += 1
+            producer.flush()
+    finally:
+        service.stop()
+        worker.join(timeout=60)
+        producer.close()
+        reviews.close()
+    assert answered > 0 and service.stats.corrections == answered
+    metrics = service.metrics
+    false_alarms = metrics.corrections.labels(dataset="default", outcome="false_alarm", applied="false_alarm")._value.get()
+    assert false_alarms > 0
+    precision = metrics.reviewer_precision.labels(dataset="default")._value.get()
+    assert 0 < precision < 1
+    held_back = sum(len(state.monitor.false_alarms) for state in service.pipeline.datasets.values()) if \
+        service.pipeline.datasets else 0
+    assert held_back == false_alarms, "every false alarm answered is remembered"

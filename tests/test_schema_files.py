@@ -20,7 +20,7 @@ def rendered(schema: dict) -> str:
 
 
 def test_there_are_schemas():
-    assert set(json_schemas()) == {"annotated_sample", "review_event", "dead_letter", "sample_verdict"}
+    assert set(json_schemas()) == {"annotated_sample", "review_event", "dead_letter", "sample_verdict", "correction"}
 
 
 @pytest.mark.parametrize("name", sorted(json_schemas()))

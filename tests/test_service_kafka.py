@@ -108,6 +108,12 @@ def test_run_flags_corrupted_samples_dead_letters_bad_input_and_commits(kafka_br
             with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/{probe}", timeout=5) as answer:
                 body = json.loads(answer.read())
                 assert answer.status == 200 and expected.items() <= body.items(), body
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/clusters", timeout=5) as answer:
+            clusters = json.loads(answer.read())
+        assert clusters and {c["dataset"] for c in clusters} == {"digits"}
+        assert [c["purity"] for c in clusters] == sorted(c["purity"] for c in clusters), "mixed clusters first"
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/annotators", timeout=5) as answer:
+            assert json.loads(answer.read()) == [], "digits carries no annotator ids"
 
         service.send_signal(signal.SIGTERM)
         assert service.wait(timeout=30) == 0, service.stdout.read().decode()
