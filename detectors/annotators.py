@@ -12,6 +12,7 @@ annotator, the rate before and after.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from river.drift import ADWIN
@@ -54,16 +55,20 @@ class AnnotatorQuality:
     [('sloppy', 0.49), ('careful', 0.06)]
     """
 
-    def __init__(self, *, prior_strength: float = 20.0, credibility: float = 0.95):
+    def __init__(self, *, prior_strength: float = 20.0, credibility: float = 0.95, max_annotators: int = 10_000):
         self.prior_strength = prior_strength
         self.credibility = credibility
-        self.annotators: dict[str, AnnotatorRecord] = {}
+        self.max_annotators = max_annotators  # beyond, the longest-silent annotator is forgotten
+        self.annotators: OrderedDict[str, AnnotatorRecord] = OrderedDict()
         self.n = 0
         self.disagreements = 0.0
 
     def update(self, annotator_id: str, *, disagrees: bool, flagged: bool = False) -> AnnotatorShift | None:
         """Record one judged sample; returns a shift when ADWIN detects one in this annotator's rate."""
         record = self.annotators.setdefault(annotator_id, AnnotatorRecord())
+        self.annotators.move_to_end(annotator_id)
+        while len(self.annotators) > self.max_annotators:
+            self.annotators.popitem(last=False)
         record.n += 1
         record.disagreements += float(disagrees)
         record.flagged += int(flagged)

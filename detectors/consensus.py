@@ -3,7 +3,7 @@
 Votes are weighted by each annotator's estimated reliability (one minus their estimated error
 rate, see :mod:`detectors.annotators`), the idea behind cleanlab's multi-annotator consensus;
 ties go to the label with more annotators, then to the earliest. Only the most recent
-``capacity`` sample ids are remembered, so memory stays bounded.
+``capacity`` sample ids are remembered (10,000, like the re-audit window), so memory stays flat.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class Consensus:
     ('cat', 0.5, False)
     """
 
-    def __init__(self, capacity: int = 100_000):
+    def __init__(self, capacity: int = 10_000):
         self.capacity = capacity
         self._annotations: OrderedDict[str, dict[str, str]] = OrderedDict()
 
