@@ -134,9 +134,9 @@ class NeighborIndex:
             nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
             weights = np.take_along_axis(sims, nearest, axis=1)
             weights = np.where(np.isfinite(weights), np.maximum(weights, 0.0) + 1e-6, 0.0)
-            rows = np.repeat(np.arange(len(nearest)), k)
-            block = np.zeros((len(nearest), n_classes))
-            np.add.at(block, (rows, owner[nearest].ravel()), weights.ravel())
+            cells = np.repeat(np.arange(len(nearest)) * n_classes, k) + owner[nearest].ravel()
+            block = np.bincount(cells, weights=weights.ravel().astype(np.float64),
+                                minlength=len(nearest) * n_classes).reshape(len(nearest), n_classes)
             out[start:start + chunk] = block / np.maximum(block.sum(axis=1, keepdims=True), 1e-12)
         return out
 
