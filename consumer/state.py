@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 MAGIC = b"LWCKPT"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 _HEADER = len(MAGIC) + 2 + 32
 
 
