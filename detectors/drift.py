@@ -26,8 +26,9 @@ class ShareShift:
 class ShareDrift:
     """Detects changes in the share of each category among recent samples.
 
-    ``before`` and ``after`` are ADWIN's estimates around the cut; the window after it may still
-    hold some older samples, so ``after`` understates how far the share moved.
+    ``before`` is the category's share over the whole stream until then (a running count: asking
+    ADWIN for its estimate before every update would double the cost), ``after`` ADWIN's estimate
+    once it cut its window, which may still hold some older samples, so it understates the move.
 
     >>> drift = ShareDrift()
     >>> stream = ["cat", "dog"] * 1000 + ["cat", "cat", "cat", "dog"] * 500
@@ -43,6 +44,7 @@ class ShareDrift:
         self.delta = delta
         self.max_categories = max_categories
         self._detectors: dict[Hashable, ADWIN] = {}
+        self._counts: dict[Hashable, int] = {}
         self.n = 0
 
     def update(self, categories: Iterable[Hashable]) -> list[ShareShift]:
@@ -54,10 +56,11 @@ class ShareDrift:
                 for _ in range(min(self.n, 1000)):  # absent so far: its recent share was 0
                     detector.update(0.0)
             for name, detector in self._detectors.items():
-                before = detector.estimation
                 detector.update(1.0 if name == category else 0.0)
                 if detector.drift_detected:
-                    shifts.append(ShareShift(name, float(before), float(detector.estimation), self.n))
+                    before = self._counts.get(name, 0) / self.n if self.n else 0.0
+                    shifts.append(ShareShift(name, before, float(detector.estimation), self.n))
+            self._counts[category] = self._counts.get(category, 0) + 1
             self.n += 1
         return shifts
 
