@@ -120,8 +120,11 @@ class LabelwatchService:
 
     def _producer(self, **overrides) -> KafkaProducer:
         timeout = self.settings.delivery_timeout_ms
+        # No idempotent producer: kafka-python 3 turns a timed-out InitProducerId (a broker stall at
+        # start-up) into a fatal state in which every later send fails. Duplicates from producer
+        # retries are harmless here: every output carries a deterministic event_id.
         options = dict(acks="all", linger_ms=5, delivery_timeout_ms=timeout, request_timeout_ms=min(30_000, timeout - 5),
-                       **self.settings.kafka_config())
+                       enable_idempotence=False, **self.settings.kafka_config())
         return KafkaProducer(**{**options, **overrides})
 
     def run(self) -> ServiceStats:

@@ -20,18 +20,17 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
 from consumer.pipeline import DatasetState
 from consumer.state import StateStore
 from consumer.topics import read_topic
 from schemas import DeadLetter, ReviewEvent, SampleVerdict
+from kafka_helpers import QUICK_GROUP, committed
 
 pytestmark = pytest.mark.kafka
 
-QUICK_GROUP = {"LABELWATCH_MAX_POLL_INTERVAL_MS": "10000", "LABELWATCH_SESSION_TIMEOUT_MS": "6000",
-               "LABELWATCH_HEARTBEAT_INTERVAL_MS": "2000", "LABELWATCH_EMBEDDING_PRELOAD": "false"}
 DIM, N_CLASSES = 16, 5
 MALFORMED = [b"{broken", b'{"sample_id": "x", "embedding": [1.0]}', b"\xff\xfe\x00",
              b'{"sample_id": "wrong-dim-%d", "dataset": "%s", "label": "c0", "embedding": [1.0, 2.0]}']
@@ -81,14 +80,6 @@ class Service:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
-
-
-def committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    try:
-        return sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in range(partitions))
-    finally:
-        consumer.close(autocommit=False)
 
 
 def create_topics(bootstrap: str, topics: dict[str, str], partitions: int) -> None:

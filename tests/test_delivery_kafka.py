@@ -50,8 +50,7 @@ def test_outputs_that_fail_during_a_broker_stall_are_sent_again_until_delivered(
         create(bootstrap, "reviews", "dlq", "verdicts")
         settings = settings_for(bootstrap, delivery_timeout_ms=1_000, delivery_attempts=8, delivery_backoff_ms=300)
         service = LabelwatchService(settings, Pipeline(MONITOR, None, metrics=Metrics()))
-        producer = service._producer()
-        producer.partitions_for("verdicts")  # metadata while the broker is up, as in a running service
+        producer = service._producer()  # nothing sent yet: its first requests meet the frozen broker
         records = [InputRecord(orjson.dumps(m), SourcePosition(topic="in", partition=0, offset=i))
                    for i, m in enumerate(messages(40))]
         result = service.pipeline.process(records)

@@ -11,16 +11,15 @@ import time
 import numpy as np
 import orjson
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
 from consumer.broker import LocalBroker
 from consumer.topics import read_topic
 from schemas import SampleVerdict
+from kafka_helpers import QUICK_GROUP, committed
 
 pytestmark = pytest.mark.kafka
-QUICK_GROUP = {"LABELWATCH_MAX_POLL_INTERVAL_MS": "10000", "LABELWATCH_SESSION_TIMEOUT_MS": "6000",
-               "LABELWATCH_HEARTBEAT_INTERVAL_MS": "2000", "LABELWATCH_EMBEDDING_PRELOAD": "false"}
 
 
 def _messages(n: int, seed: int = 0) -> list[dict]:
@@ -30,14 +29,6 @@ def _messages(n: int, seed: int = 0) -> list[dict]:
     vectors = centers[which] + rng.normal(size=(n, 16))
     return [{"sample_id": f"f{i}", "label": str(which[i]), "embedding": [round(float(v), 4) for v in vectors[i]]}
             for i in range(n)]
-
-
-def _committed_total(bootstrap: str, group: str, topic: str, partitions: int) -> int:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    try:
-        return sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in range(partitions))
-    finally:
-        consumer.close(autocommit=False)
 
 
 def test_a_15_second_broker_stall_loses_nothing_and_needs_no_restart(tmp_path):
@@ -62,14 +53,14 @@ def test_a_15_second_broker_stall_loses_nothing_and_needs_no_restart(tmp_path):
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 60
-            while _committed_total(bootstrap, "g", "in", partitions) < 1000:
+            while committed(bootstrap, "g", "in", partitions) < 1000:
                 assert service.poll() is None and time.monotonic() < deadline, "service did not start working"
                 time.sleep(0.5)
             os.kill(broker.process.pid, signal.SIGSTOP)
             time.sleep(15)
             os.kill(broker.process.pid, signal.SIGCONT)
             deadline = time.monotonic() + 180
-            while _committed_total(bootstrap, "g", "in", partitions) < n:
+            while committed(bootstrap, "g", "in", partitions) < n:
                 assert service.poll() is None, "the service died during the stall:\n" + service.stdout.read().decode()
                 assert time.monotonic() < deadline, "the service did not recover within 180 s after the stall"
                 time.sleep(1)

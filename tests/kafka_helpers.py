@@ -1,0 +1,18 @@
+"""Helpers shared by the tests that run the real service against a real broker."""
+
+from __future__ import annotations
+
+from kafka import KafkaConsumer, TopicPartition
+
+QUICK_GROUP = {"LABELWATCH_MAX_POLL_INTERVAL_MS": "10000", "LABELWATCH_SESSION_TIMEOUT_MS": "6000",
+               "LABELWATCH_HEARTBEAT_INTERVAL_MS": "2000", "LABELWATCH_EMBEDDING_PRELOAD": "false"}
+"""Environment for `labelwatch run` on a local broker: the group joins in seconds, no model to load."""
+
+
+def committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
+    """The sum of the group's committed offsets over the topic's partitions (0 where none)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        return sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in range(partitions))
+    finally:
+        consumer.close(autocommit=False)
