@@ -1,0 +1,136 @@
+"""Latency from produce to verdict and to review event, on the vector path, at a fixed input rate.
+
+A throwaway Tansu broker on loopback; the real ``LabelwatchService`` in a thread (default
+detectors, a verdict topic); 384-d vector samples produced at ``--rate`` per second for
+``--seconds``. Each latency is the Kafka create-time of labelwatch's output record minus the
+create-time of the input record it answers (both stamped by producers on this machine's clock),
+so it covers the wait in the topic, the poll, decoding, the detectors, producing and the
+acknowledgement. Late (re-audit) outputs are left out: they come later by design.
+
+    .venv/bin/python bench/latency.py --rate 300 --seconds 40
+    .venv/bin/python bench/latency.py --quick --out /tmp/b.md     # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from kafka import KafkaProducer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.report import command_line, load_average, provenance, replace_section  # noqa: E402
+from bench.throughput import vector_messages  # noqa: E402
+from consumer.broker import LocalBroker  # noqa: E402
+from consumer.metrics import Metrics  # noqa: E402
+from consumer.pipeline import Pipeline  # noqa: E402
+from consumer.service import LabelwatchService  # noqa: E402
+from consumer.settings import Settings  # noqa: E402
+from consumer.topics import ensure_topics, read_topic  # noqa: E402
+from schemas import ReviewEvent, SampleVerdict  # noqa: E402
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"n": 0}
+    array = np.asarray(values)
+    return {"n": len(values), "p50": float(np.percentile(array, 50)), "p95": float(np.percentile(array, 95)),
+            "p99": float(np.percentile(array, 99)), "max": float(array.max())}
+
+
+def measure(rate: float, seconds: float, seed: int = 0) -> dict:
+    n = int(rate * seconds)
+    values = vector_messages(n, seed)
+    with LocalBroker() as broker:
+        settings = Settings(bootstrap_servers=broker.bootstrap_servers, input_topic="lat-in",
+                            review_topic="lat-reviews", dlq_topic="lat-dlq", verdict_topic="lat-verdicts",
+                            group_id="lat", metrics_port=0, max_poll_interval_ms=10_000, session_timeout_ms=6_000,
+                            heartbeat_interval_ms=2_000, embedding_preload=False)
+        ensure_topics(settings, ["lat-in", "lat-reviews", "lat-dlq", "lat-verdicts"])
+        service = LabelwatchService(settings, Pipeline(settings.monitor_config(), None, metrics=Metrics()))
+        thread = threading.Thread(target=service.run, daemon=True)
+        thread.start()
+        if not service.assigned.wait(timeout=60):
+            raise TimeoutError("the service never got its partition")
+        producer = KafkaProducer(linger_ms=0, acks=1, **settings.kafka_config())
+        started = time.monotonic()
+        for i, value in enumerate(values):  # paced: the i-th record leaves at started + i / rate
+            delay = started + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            producer.send("lat-in", key=b"bench-vectors", value=value)
+        producer.flush()
+        producer.close()
+        deadline = time.monotonic() + 120
+        while service.stats.consumed < n and time.monotonic() < deadline:
+            time.sleep(0.1)
+        service.stop()
+        thread.join(timeout=60)
+        config = settings.kafka_config()
+        produced_at = {(r.partition, r.offset): r.timestamp for r in read_topic(config, "lat-in", n, timeout=60)}
+        verdict_ms, review_ms = [], []
+        for record in read_topic(config, "lat-verdicts", n, timeout=60):
+            verdict = SampleVerdict.model_validate_json(record.value)
+            if not verdict.late and verdict.source:
+                verdict_ms.append(record.timestamp - produced_at[(verdict.source.partition, verdict.source.offset)])
+        for record in read_topic(config, "lat-reviews", 1, timeout=10):
+            event = ReviewEvent.model_validate_json(record.value)
+            if not event.late and event.source:
+                review_ms.append(record.timestamp - produced_at[(event.source.partition, event.source.offset)])
+    return {"rate": rate, "seconds": seconds, "n": n, "consumed": service.stats.consumed,
+            "verdict": percentiles([v / 1000 for v in verdict_ms]), "review": percentiles([v / 1000 for v in review_ms])}
+
+
+def section(result: dict, command: str, load: tuple[float, float]) -> str:
+    def row(name: str, p: dict) -> str:
+        if not p.get("n"):
+            return f"| {name} | 0 | | | | |"
+        return f"| {name} | {p['n']:,} | {p['p50']:.3f} | {p['p95']:.3f} | {p['p99']:.3f} | {p['max']:.3f} |"
+
+    verdict_p99 = result["verdict"].get("p99", float("nan"))
+    return "\n".join([
+        "## Latency: produce to verdict and to review event (vector path)",
+        "",
+        *provenance("Tansu broker in memory on loopback, kafka-python", load, command),
+        "",
+        f"Input: {result['n']:,} samples of 384-d vectors at {result['rate']:.0f} per second for "
+        f"{result['seconds']:.0f} s, one partition; the real service with default settings and a verdict topic.",
+        "",
+        "| output | n | p50 s | p95 s | p99 s | max s |",
+        "|---|---:|---:|---:|---:|---:|",
+        row("verdict (every sample)", result["verdict"]),
+        row("review event (first verdicts)", result["review"]),
+        "",
+        f"Target: p99 < 1 s. **Verdict p99 {verdict_p99:.3f} s "
+        f"({'met' if verdict_p99 < 1 else 'NOT met'}).** Latency = create-time of the output record minus "
+        "create-time of the input record; both include the producers' batching; re-audit (late) outputs "
+        "are excluded.",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=300.0, help="Input samples per second.")
+    parser.add_argument("--seconds", type=float, default=40.0)
+    parser.add_argument("--quick", action="store_true", help="100/s for 5 s: the smoke test.")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md")
+    args = parser.parse_args(argv)
+    rate, seconds = (100.0, 5.0) if args.quick else (args.rate, args.seconds)
+    load_before = load_average()
+    result = measure(rate, seconds)
+    text = section(result, command_line(), (load_before, load_average()))
+    print(text)
+    replace_section(args.out, "latency", text)
+    if result["consumed"] < result["n"]:
+        print(f"the service consumed only {result['consumed']} of {result['n']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
