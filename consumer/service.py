@@ -219,13 +219,15 @@ class LabelwatchService:
         ]
         corrections_topic = self.settings.corrections_topic
         corrections = [r for r in records if corrections_topic and r.source.topic == corrections_topic]
+        rejected_corrections = []
         if corrections:
             # reviewers' answers first: they may hold back a flag on a similar sample in this very batch
             records = [r for r in records if r.source.topic != corrections_topic]
-            self._deliver(producer, self.pipeline.correct(corrections))
+            rejected_corrections = self.pipeline.correct(corrections).dead_letters
             self.stats.corrections += len(corrections)
         result = self.pipeline.process(records)
-        self._deliver(producer, result)
+        self._deliver(producer, BatchResult(result.events, result.verdicts,
+                                            rejected_corrections + result.dead_letters))  # one flush per batch
         for tp, batch in polled.items():
             if batch:
                 self._pending[tp] = batch[-1].offset + 1

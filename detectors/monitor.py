@@ -265,6 +265,14 @@ class LabelMonitor:
         ``scored`` is the batch object just scored when it is exactly the step, so detectors can
         reuse what they computed while scoring it. Reviewers' corrections are learned with it.
         """
+        self._learn_pending(scored)
+        due = [p for p in self._window if not p.assessment.verdict.flagged and p.due <= self.n_learned]
+        for entry in due:
+            entry.due = entry.arrived + REAUDIT_GROWTH * (entry.due - entry.arrived)
+        return self._reaudit(due, refit_thresholds=False)
+
+    def _learn_pending(self, scored: Batch | None = None) -> None:
+        """Teach every detector the judged-but-unlearned samples (less excluded ones) and the corrections."""
         to_learn = [p for p in self._unlearned if not p.excluded] + self._corrections
         if scored is not None and len(to_learn) == len(scored) and not self._corrections:
             batch = scored
@@ -275,20 +283,10 @@ class LabelMonitor:
                 detector.learn_many(batch)
         self.n_learned += len(self._unlearned)
         self._unlearned, self._corrections = [], []
-        due = [p for p in self._window if not p.assessment.verdict.flagged and p.due <= self.n_learned]
-        for entry in due:
-            entry.due = entry.arrived + REAUDIT_GROWTH * (entry.due - entry.arrived)
-        return self._reaudit(due, refit_thresholds=False)
 
     def flush(self) -> list[LateVerdict]:
         """Learn the unfinished step, then re-audit every clean sample in the window, thresholds refitted."""
-        to_learn = [p for p in self._unlearned if not p.excluded] + self._corrections
-        if to_learn:
-            batch = _batch_of(to_learn)
-            for detector in self.detectors:
-                detector.learn_many(batch)
-        self.n_learned += len(self._unlearned)
-        self._unlearned, self._corrections = [], []
+        self._learn_pending()
         pending = [p for p in self._window if not p.assessment.verdict.flagged]
         return self._reaudit(pending, refit_thresholds=True)
 
