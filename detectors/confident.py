@@ -176,7 +176,10 @@ class ConfidentLearning(Detector):
         self.budget = NoiseBudget(per_class, min_class_count, seed=seed)
         self._learned_per_class = np.zeros(0, dtype=np.int64)
         self.n_learned = 0
-        self._last: tuple[int, np.ndarray] | None = None
+        # out-of-sample probabilities computed while judging the samples not learned yet: the state
+        # that produced them is the state they are learned from, so learn_many reuses them
+        self._scored: list[tuple[Batch, np.ndarray]] = []
+        self._scored_rows = 0
 
     def __repr__(self) -> str:
         return f"ConfidentLearning(k={self.k}, neighbor_weight={self.neighbor_weight}, model_weight={self.model_weight})"
@@ -238,7 +241,7 @@ class ConfidentLearning(Detector):
             return []
         label_ids = self.classes.encode(batch.labels)
         proba = self.blended_proba(batch)
-        self._last = (id(batch), proba)
+        self._remember(batch, proba)
         return self._judge(proba, label_ids, self.thresholds.values(len(self.classes)))
 
     def rescore_many(self, batch: Batch, *, refit_thresholds: bool = False) -> list[Signal]:
@@ -275,15 +278,38 @@ class ConfidentLearning(Detector):
         flags[kept] = issues
         return flags
 
+    MAX_REMEMBERED_ROWS = 65_536
+
+    def _remember(self, batch: Batch, proba: np.ndarray) -> None:
+        if self._scored_rows + len(batch) > self.MAX_REMEMBERED_ROWS:  # scored, never learned: start over
+            self._scored, self._scored_rows = [], 0
+        self._scored.append((batch, proba))
+        self._scored_rows += len(batch)
+
+    def _recall(self, batch: Batch) -> np.ndarray | None:
+        """The probabilities :meth:`score_many` computed for exactly these samples since the last learning, if any.
+
+        Nothing was learned in between, so recomputing them would give the same numbers: at a
+        learning step, that saves a second neighbour search over every sample of the step.
+        """
+        scored, self._scored, self._scored_rows = self._scored, [], 0
+        if not scored or [k for seen, _ in scored for k in seen.keys()] != list(batch.keys()):
+            return None
+        if [p for seen, _ in scored for p in (seen.user_probas or [None] * len(seen))] != list(
+                batch.user_probas or [None] * len(batch)):
+            return None
+        if not np.array_equal(np.vstack([seen.vectors for seen, _ in scored]), batch.vectors):
+            return None
+        n_classes = len(self.classes)
+        return np.vstack([np.pad(proba, ((0, 0), (0, n_classes - proba.shape[1]))) for _, proba in scored])
+
     def learn_many(self, batch: Batch) -> None:
         if len(batch) == 0:
             return
         label_ids = self.classes.encode(batch.labels)
-        if self._last is not None and self._last[0] == id(batch):
-            proba = self._last[1]
-        else:
+        proba = self._recall(batch)
+        if proba is None:
             proba = self.blended_proba(batch)
-        self._last = None
         proba = np.pad(proba, ((0, 0), (0, len(self.classes) - proba.shape[1])))
         # a label the evidence could not know yet (too few learned samples) says nothing about its threshold
         learned = np.pad(self._learned_per_class, (0, len(self.classes) - len(self._learned_per_class)))

@@ -112,7 +112,7 @@ class NeighborIndex:
                              positions)
         return self._stacked
 
-    def predict_proba(self, vectors: np.ndarray, ids, *, chunk: int = 1024) -> np.ndarray:
+    def predict_proba(self, vectors: np.ndarray, ids, *, chunk: int = 512) -> np.ndarray:
         """Similarity-weighted label votes of the ``k`` nearest stored samples, rows summing to 1.
 
         A row is all zeros while the index holds too few samples to vote.
@@ -126,12 +126,13 @@ class NeighborIndex:
         queries = _unit_rows(queries)
         ids = list(ids)
         k = min(self.k, len(owner) - 1)
+        n_stored = len(owner)
         for start in range(0, len(queries), chunk):
             sims = queries[start:start + chunk] @ matrix.T
             for row, sample_id in enumerate(ids[start:start + chunk]):
                 if sample_id in positions:  # leave the sample itself out of its vote
                     sims[row, positions[sample_id]] = -np.inf
-            nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            nearest = np.argpartition(sims, n_stored - k, axis=1)[:, n_stored - k:]  # the k largest, unordered
             weights = np.take_along_axis(sims, nearest, axis=1)
             weights = np.where(np.isfinite(weights), np.maximum(weights, 0.0) + 1e-6, 0.0)
             cells = np.repeat(np.arange(len(nearest)) * n_classes, k) + owner[nearest].ravel()
