@@ -1,85 +1,162 @@
-"""Where labelwatch's own time goes on the vector path: per detector step, and a cProfile.
+"""Where labelwatch's own time goes on the vector path, in-process (no Kafka).
 
-In-process, no Kafka: 384-d vectors (10 Gaussian classes, L2-normalised, 10% label noise, seed 0)
-through the default detectors in batches of 500.
+The stream of ``bench/throughput.py`` (384-d vectors, 10 Gaussian classes, L2-normalised, rounded to
+6 decimals, 10% label noise, seed 0), as JSON records through the real ``Pipeline`` with default
+settings, in micro-batches of ``--batch``.
 
-    .venv/bin/python bench/hotspots.py                  # ms per 500 samples for each detector step
-    .venv/bin/python bench/hotspots.py --cprofile 25    # the whole Pipeline.process, top 25 by own time
+    .venv/bin/python bench/hotspots.py                    # ms per 500 samples in each stage
+    .venv/bin/python bench/hotspots.py --py-spy 25        # sampling profile (py-spy): top 25 functions
+    .venv/bin/python bench/hotspots.py --cprofile 25      # deterministic profile: top 25 by own time
+
+The stage table wraps the pipeline's and detectors' own methods with timers; nested stages (the
+neighbour search inside judging and re-auditing) are shown indented and are part of their parent.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import cProfile
+import functools
+import os
 import pstats
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import orjson
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import consumer.pipeline as pipeline_module  # noqa: E402
+from bench.throughput import vector_messages  # noqa: E402
 from consumer.pipeline import InputRecord, Pipeline  # noqa: E402
 from consumer.settings import Settings  # noqa: E402
-from detectors import Batch, LabelMonitor  # noqa: E402
+from detectors import monitor as monitor_module  # noqa: E402
+from detectors.cluster import ClusterDisagreement  # noqa: E402
+from detectors.crossfit import CrossFitModel  # noqa: E402
+from detectors.neighbors import NeighborIndex  # noqa: E402
 from schemas import SourcePosition  # noqa: E402
 
-
-def data(n: int, dim: int = 384, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(10, dim))
-    which = rng.integers(0, 10, n)
-    vectors = (centers[which] + rng.normal(scale=0.5, size=(n, dim))).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    labels = [str(v) for v in np.where(rng.random(n) < 0.1, (which + 1) % 10, which)]
-    return vectors, labels, [f"s{i}" for i in range(n)]
-
-
-def detector_steps(n: int) -> None:
-    vectors, labels, ids = data(n)
-    monitor = LabelMonitor.from_config(Settings().monitor_config())
-    spent: dict[str, float] = {}
-    for start in range(0, n, 500):
-        batch = Batch(vectors[start:start + 500], labels[start:start + 500], None, ids[start:start + 500])
-        for detector in monitor.detectors:
-            for step, call in (("score", detector.score_many), ("learn", detector.learn_many)):
-                began = time.perf_counter()
-                call(batch)
-                spent[f"{detector.name}.{step}"] = spent.get(f"{detector.name}.{step}", 0.0) + time.perf_counter() - began
-    batches = n / 500
-    for name, seconds in spent.items():
-        print(f"{name:18s} {seconds / batches * 1000:8.1f} ms per 500 samples")
-    print(f"{'all detectors':18s} {sum(spent.values()) / batches * 1000:8.1f} ms per 500 samples "
-          f"({n / sum(spent.values()):.0f} samples/s)")
+#: (label, owner, method): the stages timed, in the order printed; labels starting with spaces are nested
+STAGES = [
+    ("decode + validate (pydantic)", pipeline_module, "decode"),
+    ("to numpy", Pipeline, "_vectors"),
+    ("judge (every detector's score)", monitor_module.LabelMonitor, "_judge"),
+    ("learn (every detector)", monitor_module.LabelMonitor, "_learn_pending"),
+    ("re-audit (rescoring due samples)", monitor_module.LabelMonitor, "_reaudit"),
+    ("  neighbour search (judge + re-audit + learn)", NeighborIndex, "predict_proba"),
+    ("  cross-fitted model predictions", CrossFitModel, "predict_proba"),
+    ("  cross-fitted model learning", CrossFitModel, "learn"),
+    ("  K-means assign", ClusterDisagreement, "score_many"),
+    ("  K-means learn", ClusterDisagreement, "learn_many"),
+    ("drift watch (ADWIN)", Pipeline, "_watch_drift"),
+    ("annotator quality", Pipeline, "_judge_annotator"),
+    ("consensus", Pipeline, "_with_consensus"),
+    ("verdict and event models", Pipeline, "_record"),
+]
 
 
-def whole_pipeline(n: int, top: int) -> None:
-    vectors, labels, ids = data(n)
-    records = [InputRecord(orjson.dumps({"sample_id": ids[i], "label": labels[i],
-                                         "embedding": np.round(vectors[i], 6).tolist()}),
-                           SourcePosition(topic="in", partition=0, offset=i)) for i in range(n)]
+def records(n: int) -> list[InputRecord]:
+    return [InputRecord(value, SourcePosition(topic="in", partition=0, offset=i))
+            for i, value in enumerate(vector_messages(n, 0))]
+
+
+def run(n: int, batch: int) -> float:
+    data = records(n)
     pipeline = Pipeline(Settings().monitor_config(), None)
+    started = time.perf_counter()
+    for start in range(0, n, batch):
+        pipeline.process(data[start:start + batch])
+    return time.perf_counter() - started
+
+
+def stage_table(n: int, batch: int) -> None:
+    spent: collections.Counter = collections.Counter()
+
+    def timed(label, function):
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            began = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[label] += time.perf_counter() - began
+        return wrapper
+
+    for label, owner, name in STAGES:
+        setattr(owner, name, timed(label, getattr(owner, name)))
+    total = run(n, batch)
+    per = 500 / n * 1000
+    print(f"{n} samples in batches of {batch}: {n / total:,.0f} samples/s, {total * per:.1f} ms per 500 samples\n")
+    print("| stage | ms per 500 samples | share |\n|---|---:|---:|")
+    for label, _, _ in STAGES:
+        print(f"| {label.replace('  ', '&nbsp;&nbsp;')} | {spent[label] * per:.1f} | {spent[label] / total:.0%} |")
+    top = sum(spent[label] for label, _, _ in STAGES if not label.startswith(" "))
+    print(f"| everything else (batching, metrics, ...) | {(total - top) * per:.1f} | {(total - top) / total:.0%} |")
+
+
+def cprofile(n: int, batch: int, top: int) -> None:
     profiler = cProfile.Profile()
-    began = time.perf_counter()
     profiler.enable()
-    for start in range(0, n, 500):
-        pipeline.process(records[start:start + 500])
+    total = run(n, batch)
     profiler.disable()
-    print(f"Pipeline.process: {n / (time.perf_counter() - began):.0f} samples/s under cProfile")
+    print(f"Pipeline.process: {n / total:,.0f} samples/s under cProfile")
     pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
+
+
+def py_spy(n: int, batch: int, top: int) -> None:
+    """Re-run this script's plain pipeline under py-spy and summarise its raw samples."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    with tempfile.TemporaryDirectory() as folder:
+        raw = Path(folder) / "profile.txt"
+        subprocess.run([spy, "record", "--rate", "200", "--format", "raw", "--output", str(raw), "--",
+                        sys.executable, __file__, "--samples", str(n), "--batch", str(batch), "--plain"], check=True,
+                       stdout=subprocess.DEVNULL)
+        own: collections.Counter = collections.Counter()
+        inclusive: collections.Counter = collections.Counter()
+        total = 0
+        for line in raw.read_text().splitlines():
+            stack, count = line.rsplit(" ", 1)
+            frames = [frame for frame in stack.split(";") if frame]
+            if not any("Pipeline.process" in frame or "process (consumer/pipeline.py" in frame for frame in frames):
+                continue  # set-up: imports, data generation
+            count = int(count)
+            total += count
+            names = [_short(frame) for frame in frames]
+            own[names[-1]] += count
+            for name in set(names):
+                inclusive[name] += count
+    print(f"py-spy, {total} samples inside Pipeline.process\n")
+    print("| function | own | inclusive |\n|---|---:|---:|")
+    for name, count in own.most_common(top):
+        print(f"| `{name}` | {count / total:.1%} | {inclusive[name] / total:.1%} |")
+
+
+def _short(frame: str) -> str:
+    """``function (path/to/file.py:line)`` as ``file.py:function``."""
+    name, _, where = frame.partition(" (")
+    return f"{os.path.basename(where.split(':')[0])}:{name}" if where else name
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--samples", type=int, default=10_000)
-    parser.add_argument("--cprofile", type=int, metavar="TOP", help="Profile the whole pipeline instead.")
+    parser.add_argument("--samples", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=500, help="Records per Pipeline.process call.")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--py-spy", type=int, metavar="TOP", help="Sampling profile with py-spy instead.")
+    group.add_argument("--cprofile", type=int, metavar="TOP", help="cProfile instead.")
+    group.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)  # what --py-spy profiles
     args = parser.parse_args()
-    if args.cprofile:
-        whole_pipeline(args.samples, args.cprofile)
+    if args.plain:
+        run(args.samples, args.batch)
+    elif args.py_spy:
+        py_spy(args.samples, args.batch, args.py_spy)
+    elif args.cprofile:
+        cprofile(args.samples, args.batch, args.cprofile)
     else:
-        detector_steps(args.samples)
+        stage_table(args.samples, args.batch)
 
 
 if __name__ == "__main__":

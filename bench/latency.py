@@ -43,14 +43,14 @@ def percentiles(values: list[float]) -> dict[str, float]:
             "p99": float(np.percentile(array, 99)), "max": float(array.max())}
 
 
-def measure(rate: float, seconds: float, seed: int = 0) -> dict:
+def measure(rate: float, seconds: float, seed: int = 0, **overrides) -> dict:
     n = int(rate * seconds)
     values = vector_messages(n, seed)
     with LocalBroker() as broker:
         settings = Settings(bootstrap_servers=broker.bootstrap_servers, input_topic="lat-in",
                             review_topic="lat-reviews", dlq_topic="lat-dlq", verdict_topic="lat-verdicts",
                             group_id="lat", metrics_port=0, max_poll_interval_ms=10_000, session_timeout_ms=6_000,
-                            heartbeat_interval_ms=2_000, embedding_preload=False)
+                            heartbeat_interval_ms=2_000, embedding_preload=False, **overrides)
         ensure_topics(settings, ["lat-in", "lat-reviews", "lat-dlq", "lat-verdicts"])
         service = LabelwatchService(settings, Pipeline(settings.monitor_config(), None, metrics=Metrics()))
         thread = threading.Thread(target=service.run, daemon=True)
@@ -82,7 +82,10 @@ def measure(rate: float, seconds: float, seed: int = 0) -> dict:
             event = ReviewEvent.model_validate_json(record.value)
             if not event.late and event.source:
                 review_ms.append(record.timestamp - produced_at[(event.source.partition, event.source.offset)])
+    print(f"service: {service.stats.batches} batches (mean {service.stats.consumed / max(service.stats.batches, 1):.0f} "
+          f"records), {service.stats.checkpoints} checkpoints", file=sys.stderr)
     return {"rate": rate, "seconds": seconds, "n": n, "consumed": service.stats.consumed,
+            "batches": service.stats.batches,
             "verdict": percentiles([v / 1000 for v in verdict_ms]), "review": percentiles([v / 1000 for v in review_ms])}
 
 

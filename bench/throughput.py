@@ -242,7 +242,7 @@ def run_service(settings: Settings, embedder: SentenceEmbedder | None, n: int, t
 # ---------------------------------------------------------------------------------- measures
 
 
-def measure_vectors(base: Settings, n: int, seed: int, timeout: float, say) -> Row:
+def measure_vectors(base: Settings, n: int, seed: int, timeout: float, say, lean: bool = False) -> list[Row]:
     settings = fresh_settings(base, "vectors")
     values = vector_messages(n, seed)
     size = sum(map(len, values)) / len(values)
@@ -254,9 +254,18 @@ def measure_vectors(base: Settings, n: int, seed: int, timeout: float, say) -> R
     service = run_service(settings, None, n, timeout)
     say(f"vectors: service  {service.steady_rate:,.0f}/s steady, {service.rate:,.0f}/s end to end "
         f"({service.seconds:.2f}s)")
-    return Row(f"Vectors ({DIMENSION}-d embeddings)", service,
-               "kafka-python `KafkaConsumer` + `orjson.loads`", baseline,
-               f"~{size / 1024:.1f} KiB per message")
+    rows = [Row(f"Vectors ({DIMENSION}-d embeddings)", service,
+                "kafka-python `KafkaConsumer` + `orjson.loads`", baseline,
+                f"~{size / 1024:.1f} KiB per message")]
+    if lean:
+        # the same records again, with the cheapest detector: what the service shell itself sustains
+        lean_settings = fresh_settings(base, "lean").model_copy(update={"detectors": "cluster", "voters": "cluster"})
+        produce(lean_settings, values)
+        lean_service = run_service(lean_settings, None, n, timeout)
+        say(f"vectors, cluster detector only: service {lean_service.steady_rate:,.0f}/s steady")
+        rows.append(Row(f"Vectors, `--detectors cluster --voters cluster` (the service shell's own cost)",
+                        lean_service, "the same baseline run", baseline))
+    return rows
 
 
 def measure_texts(base: Settings, n: int, seed: int, timeout: float, poll_records: int | None, say) -> Row:
@@ -435,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="Vector messages (default 20000; 500 with --quick).")
     parser.add_argument("--n-texts", type=int, default=None, help="Text messages (default 2000; 100 with --quick).")
     parser.add_argument("--quick", action="store_true", help="Tiny sizes, for a smoke test.")
+    parser.add_argument("--paths", type=lambda v: [p.strip() for p in v.split(",") if p.strip()],
+                        default=["vectors", "texts"], help="Which paths to measure (default vectors,texts).")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md",
                         help="Markdown file whose Throughput section is (re)written (default docs/benchmarks.md).")
     parser.add_argument("--text-poll-records", type=int, default=None,
@@ -484,8 +495,11 @@ def main(argv: list[str] | None = None) -> int:
     with LocalBroker() as broker:
         say(f"Tansu broker on {broker.bootstrap_servers}")
         base = Settings().model_copy(update={"bootstrap_servers": broker.bootstrap_servers, "metrics_port": 0})
-        rows = [measure_vectors(base, n_vectors, args.seed, timeout, say),
-                measure_texts(base, n_texts, args.seed, timeout, text_poll_records, say)]
+        rows = []
+        if "vectors" in args.paths:
+            rows += measure_vectors(base, n_vectors, args.seed, timeout, say, lean=not args.quick)
+        if "texts" in args.paths:
+            rows.append(measure_texts(base, n_texts, args.seed, timeout, text_poll_records, say))
 
     print(table(rows))
     load_after = load_average()

@@ -45,6 +45,11 @@ class Metrics:
         self.batch_seconds = Histogram(
             "labelwatch_batch_processing_seconds", "Time to process one micro-batch, poll to commit.",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
+        self.reaudit_seconds = Histogram(
+            "labelwatch_reaudit_slice_seconds", "Time to run one slice of deferred re-audits and deliver its results.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)
+        self.reaudits_pending = Gauge(
+            "labelwatch_reaudits_pending", "Deferred re-audits waiting to run, all datasets.", registry=r)
         self.record_latency = Histogram(
             "labelwatch_record_latency_seconds", "Time from a record's Kafka timestamp to its commit.",
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=r)

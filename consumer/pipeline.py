@@ -161,6 +161,11 @@ class Pipeline:
         """The dataset's monitor: from memory, else from its checkpoint, else fresh."""
         return self.dataset_state(dataset).monitor
 
+    @property
+    def changed(self) -> bool:
+        """Whether some dataset's state changed since the last :meth:`checkpoint`."""
+        return bool(self._changed)
+
     def checkpoint(self) -> int:
         """Save the state of every dataset that judged something since the last checkpoint."""
         if self.state is None:
@@ -183,8 +188,12 @@ class Pipeline:
                 raise RuntimeError("release() before checkpoint() would drop what was judged since")
             self.datasets.clear()
 
-    def process(self, records: Sequence[InputRecord]) -> BatchResult:
-        """Judge a micro-batch. Every record ends as processed or as a dead letter."""
+    def process(self, records: Sequence[InputRecord], *, defer_reaudits: bool = False) -> BatchResult:
+        """Judge a micro-batch. Every record ends as processed or as a dead letter.
+
+        ``defer_reaudits`` queues the re-audits of a completed learning step instead of running them
+        here (see :meth:`~detectors.LabelMonitor.process`); :meth:`run_reaudits` runs them.
+        """
         result = BatchResult()
         valid: dict[str, list[tuple[InputRecord, AnnotatedSample]]] = {}
         for record in records:
@@ -194,7 +203,7 @@ class Pipeline:
             else:
                 valid.setdefault(decoded.dataset, []).append((record, decoded))
         for dataset, items in valid.items():
-            self._process_dataset(dataset, items, result)
+            self._process_dataset(dataset, items, result, defer_reaudits)
         for _, letter in result.dead_letters:
             self.metrics.samples_invalid.labels(reason=letter.error_type).inc()
         return result
@@ -236,7 +245,7 @@ class Pipeline:
                         "(and so a replay's verdicts) depends on how partitions interleave", dataset,
                         len(state.positions))
 
-    def _process_dataset(self, dataset: str, items, result: BatchResult) -> None:
+    def _process_dataset(self, dataset: str, items, result: BatchResult, defer_reaudits: bool = False) -> None:
         state = self.dataset_state(dataset)
         items = self._unseen(dataset, state, items)
         if not items:
@@ -263,7 +272,7 @@ class Pipeline:
             [s.sample_id for s in samples],
         )
         payloads = [(sample, record.source) for record, sample in kept]
-        assessments, late = monitor.process(batch, payloads)
+        assessments, late = monitor.process(batch, payloads, defer_reaudits=defer_reaudits)
         self._advance(dataset, state, kept)
         self._changed.add(dataset)
         result.n_processed += len(kept)
@@ -279,10 +288,31 @@ class Pipeline:
             self._judge_annotator(dataset, state, payload[0], assessment)
             assessment = self._with_consensus(dataset, state, payload[0], assessment)
             self._record(payload, assessment, result, late=False)
+        self._record_late(state, late, result)
+
+    def _record_late(self, state: DatasetState, late, result: BatchResult) -> None:
         for verdict in late:
             self._record(verdict.payload, verdict.assessment, result, late=True)
             if verdict.payload[0].annotator_id:
                 state.annotators.flag_later(verdict.payload[0].annotator_id)
+
+    @property
+    def pending_reaudits(self) -> int:
+        """Deferred re-audits waiting in every dataset's monitor."""
+        return sum(state.monitor.pending_reaudits for state in self.datasets.values())
+
+    def run_reaudits(self, max_samples: int) -> BatchResult:
+        """Run up to ``max_samples`` deferred re-audits, across datasets; their late verdicts."""
+        result = BatchResult()
+        for dataset, state in self.datasets.items():
+            if max_samples <= 0:
+                break
+            todo = min(max_samples, state.monitor.pending_reaudits)
+            if todo:
+                self._record_late(state, state.monitor.run_reaudits(todo), result)
+                self._changed.add(dataset)
+                max_samples -= todo
+        return result
 
     def _watch_drift(self, dataset: str, state: DatasetState, samples, assessments) -> None:
         """Label mix and cluster occupancy over time: each shift is a metric and a log event."""

@@ -10,7 +10,8 @@ One iteration, in order:
 1. ``poll`` up to ``max_poll_records`` records;
 2. decode, embed and judge them (:class:`~consumer.pipeline.Pipeline`);
 3. produce review events (keyed by ``sample_id``), dead letters (with error headers) and, when a
-   verdict topic is set, one verdict per processed sample;
+   verdict topic is set, one verdict per processed sample; the re-audits a completed learning step
+   queued then run in slices of ``reaudit_slice`` between polls, so they never hold a batch back;
 4. ``flush`` the producer and check every delivery. Failed records are sent again with
    exponential backoff (``delivery_attempts``, ``delivery_backoff_ms``); if they still fail, the
    service stops with :class:`DeliveryError` *without* committing the batch, which is replayed;
@@ -140,7 +141,8 @@ class LabelwatchService:
         try:
             while not self.stop_event.is_set():
                 try:
-                    polled = consumer.poll(timeout_ms=self.settings.poll_timeout_ms,
+                    # with re-audits waiting, only look for records: when none came, run a slice of them
+                    polled = consumer.poll(timeout_ms=0 if self.pipeline.pending_reaudits else self.settings.poll_timeout_ms,
                                            max_records=self.settings.max_poll_records)
                 except KafkaError as error:
                     # kafka-python 3 raises from poll() while no broker answers (a restart, a network
@@ -154,15 +156,17 @@ class LabelwatchService:
                 if assignment:
                     self.assigned.set()
                 self.health.polled(broker_reachable=_connected(consumer), assigned=len(assignment))
-                if polled:
-                    try:
+                try:
+                    if polled:
                         self._handle(producer, polled)
-                    except BaseException:
-                        # the detectors may have judged what was never delivered: saving that state
-                        # would make a replay skip those records. Stop with the last checkpoint intact.
-                        self._failed = True
-                        raise
-                if self._pending and time.monotonic() - last_checkpoint >= interval:
+                    if self.pipeline.pending_reaudits:
+                        self._reaudit_slice(producer)
+                except BaseException:
+                    # the detectors may have judged what was never delivered: saving that state
+                    # would make a replay skip those records. Stop with the last checkpoint intact.
+                    self._failed = True
+                    raise
+                if (self._pending or self.pipeline.changed) and time.monotonic() - last_checkpoint >= interval:
                     self.checkpoint()
                     last_checkpoint = time.monotonic()
                 self._update_lag(consumer)
@@ -190,13 +194,15 @@ class LabelwatchService:
         runs on the consumer's network thread and must not block on it. Correctness does not rest
         on that commit: the state saved in 2 tells the next owner what to skip.
         """
-        if not self._pending or self._failed:
-            return
+        if not (self._pending or self.pipeline.changed) or self._failed:
+            return  # (re-audit slices change the state without consuming anything)
         self._producer_ref.flush()
         saved = self.pipeline.checkpoint()
         offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self._pending.items()}
         try:
-            if blocking:
+            if not offsets:
+                pass
+            elif blocking:
                 self._consumer_ref.commit(offsets)
             else:
                 self._consumer_ref.commit_async(offsets)
@@ -225,7 +231,7 @@ class LabelwatchService:
             records = [r for r in records if r.source.topic != corrections_topic]
             rejected_corrections = self.pipeline.correct(corrections).dead_letters
             self.stats.corrections += len(corrections)
-        result = self.pipeline.process(records)
+        result = self.pipeline.process(records, defer_reaudits=self.settings.reaudit_slice > 0)
         self._deliver(producer, BatchResult(result.events, result.verdicts,
                                             rejected_corrections + result.dead_letters))  # one flush per batch
         for tp, batch in polled.items():
@@ -237,11 +243,27 @@ class LabelwatchService:
                 self.metrics.record_latency.observe(max(0.0, now - record.timestamp_ms / 1000))
         self.metrics.samples_consumed.inc(len(records))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self.metrics.reaudits_pending.set(self.pipeline.pending_reaudits)
         self.stats.consumed += len(records)
         self.stats.processed += result.n_processed
         self.stats.dead_lettered += len(result.dead_letters)
         self.stats.review_events += len(result.events)
         self.stats.batches += 1
+
+    def _reaudit_slice(self, producer: KafkaProducer) -> None:
+        """Run ``reaudit_slice`` deferred re-audits and deliver their late verdicts.
+
+        A learning step's re-audits re-score about three samples for each one learned. Run with the
+        batch that completed the step, they would hold back every record behind it; in slices
+        between polls they delay a record by one slice at most. They belong to the detector state:
+        a checkpoint saves those not run yet, and a restart runs them.
+        """
+        started = time.perf_counter()
+        result = self.pipeline.run_reaudits(self.settings.reaudit_slice)
+        self._deliver(producer, result)
+        self.metrics.reaudit_seconds.observe(time.perf_counter() - started)
+        self.metrics.reaudits_pending.set(self.pipeline.pending_reaudits)
+        self.stats.review_events += len(result.events)
 
     def _deliver(self, producer: KafkaProducer, result: BatchResult) -> None:
         """Produce a batch's outputs and wait until the broker acknowledged every one.

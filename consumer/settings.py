@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     reaudit_delay: int = Field(250, ge=0, description="Newer samples to wait for before re-auditing a sample.")
     learning_step: int = Field(
         500, ge=1, description="Samples per learning step; verdicts never depend on how polls cut the stream.")
+    reaudit_slice: int = Field(
+        250, ge=0, description="Re-audits run between two polls (a step queues ~3 per sample learned); 0 runs them all "
+                               "with the batch that completes the step.")
     seed: int = Field(0, description="Seeds every detector.")
     # Metrics and logs
     metrics_host: str = Field("0.0.0.0", description="Bind address of the /metrics endpoint.")

@@ -162,6 +162,11 @@ class LabelMonitor:
     _window: deque = field(default_factory=deque, repr=False)
     _unlearned: list = field(default_factory=list, repr=False)
     _corrections: list = field(default_factory=list, repr=False)
+    _due: list = field(default_factory=list, repr=False)  # deferred re-audits of the last learned step
+
+    def __setstate__(self, state: dict) -> None:
+        # checkpoints written before re-audits could be deferred have no queue: they ran at once
+        self.__dict__.update({"_due": [], **state})
 
     @classmethod
     def from_config(cls, config: MonitorConfig) -> LabelMonitor:
@@ -175,8 +180,15 @@ class LabelMonitor:
         voting = {name: s for name, s in signals.items() if self.voters is None or name in self.voters}
         return Assessment(self.combiner.combine(voting), signals)
 
-    def process(self, batch: Batch, payloads: Sequence[Any] | None = None) -> tuple[list[Assessment], list[LateVerdict]]:
-        """Judge every sample of ``batch`` out of sample; learn each completed step, then run due re-audits."""
+    def process(self, batch: Batch, payloads: Sequence[Any] | None = None, *,
+                defer_reaudits: bool = False) -> tuple[list[Assessment], list[LateVerdict]]:
+        """Judge every sample of ``batch`` out of sample; learn each completed step, then run due re-audits.
+
+        With ``defer_reaudits`` the re-audits of a completed step wait in a queue instead, so the
+        batch's first verdicts can go out sooner: :meth:`run_reaudits` works through the queue in
+        slices, and the next step runs whatever is left before it learns. Nothing is learned
+        between a step and its re-audits, so their outcome is the same either way.
+        """
         if len(batch) == 0:
             return [], []
         if self.dimension is None:
@@ -193,8 +205,21 @@ class LabelMonitor:
             assessments += self._judge(part, payloads[start:end])
             if len(self._unlearned) >= self.learning_step:
                 late += self._learn_step(part if len(part) == len(self._unlearned) else None)
+                if not defer_reaudits:
+                    late += self.run_reaudits()
             start = end
         return assessments, late
+
+    @property
+    def pending_reaudits(self) -> int:
+        """Re-audits of the last learned step that :meth:`run_reaudits` has not run yet."""
+        return len(self._due)
+
+    def run_reaudits(self, max_samples: int | None = None) -> list[LateVerdict]:
+        """Run up to ``max_samples`` (default: all) of the queued re-audits; returns the new late verdicts."""
+        count = len(self._due) if max_samples is None else max(0, max_samples)
+        now, self._due = self._due[:count], self._due[count:]
+        return self._reaudit(now, refit_thresholds=False)
 
     def _judge(self, batch: Batch, payloads: Sequence[Any]) -> list[Assessment]:
         per_detector = {d.name: d.score_many(batch) for d in self.detectors}
@@ -260,16 +285,19 @@ class LabelMonitor:
         return "queued"
 
     def _learn_step(self, scored: Batch | None = None) -> list[LateVerdict]:
-        """Learn the samples judged since the last step, then re-audit the clean ones now due.
+        """Run what is left of the previous step's re-audits, learn the samples judged since, and
+        queue the re-audits of the clean ones now due; returns the late verdicts of the former.
 
         ``scored`` is the batch object just scored when it is exactly the step, so detectors can
         reuse what they computed while scoring it. Reviewers' corrections are learned with it.
         """
+        late = self.run_reaudits()
         self._learn_pending(scored)
         due = [p for p in self._window if not p.assessment.verdict.flagged and p.due <= self.n_learned]
         for entry in due:
             entry.due = entry.arrived + REAUDIT_GROWTH * (entry.due - entry.arrived)
-        return self._reaudit(due, refit_thresholds=False)
+        self._due = due
+        return late
 
     def _learn_pending(self, scored: Batch | None = None) -> None:
         """Teach every detector the judged-but-unlearned samples (less excluded ones) and the corrections."""
@@ -285,10 +313,12 @@ class LabelMonitor:
         self._unlearned, self._corrections = [], []
 
     def flush(self) -> list[LateVerdict]:
-        """Learn the unfinished step, then re-audit every clean sample in the window, thresholds refitted."""
+        """Run queued re-audits, learn the unfinished step, then re-audit every clean sample in the
+        window, thresholds refitted."""
+        late = self.run_reaudits()
         self._learn_pending()
         pending = [p for p in self._window if not p.assessment.verdict.flagged]
-        return self._reaudit(pending, refit_thresholds=True)
+        return late + self._reaudit(pending, refit_thresholds=True)
 
     def _reaudit(self, pending: list[_Pending], *, refit_thresholds: bool) -> list[LateVerdict]:
         if not pending:

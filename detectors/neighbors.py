@@ -126,13 +126,12 @@ class NeighborIndex:
         queries = _unit_rows(queries)
         ids = list(ids)
         k = min(self.k, len(owner) - 1)
-        n_stored = len(owner)
         for start in range(0, len(queries), chunk):
             sims = queries[start:start + chunk] @ matrix.T
             for row, sample_id in enumerate(ids[start:start + chunk]):
                 if sample_id in positions:  # leave the sample itself out of its vote
                     sims[row, positions[sample_id]] = -np.inf
-            nearest = np.argpartition(sims, n_stored - k, axis=1)[:, n_stored - k:]  # the k largest, unordered
+            nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
             weights = np.take_along_axis(sims, nearest, axis=1)
             weights = np.where(np.isfinite(weights), np.maximum(weights, 0.0) + 1e-6, 0.0)
             cells = np.repeat(np.arange(len(nearest)) * n_classes, k) + owner[nearest].ravel()

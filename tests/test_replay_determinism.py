@@ -28,19 +28,28 @@ def sequence(n: int = 700, seed: int = 3):
     return vectors, ["wxyz"[y] for y in labels], [f"s{i}" for i in range(n)]
 
 
-def judge(monitor: LabelMonitor, vectors, labels, ids, cuts) -> list[tuple]:
+def judge(monitor: LabelMonitor, vectors, labels, ids, cuts, *, reaudit_slices: list[int] | None = None) -> list[tuple]:
     """Every first verdict and late verdict, as comparable tuples, for the stream cut at ``cuts``.
 
     Sorted: a late verdict comes out with whichever poll completes its learning step, which
-    depends on the cuts; what it says must not.
+    depends on the cuts; what it says must not. With ``reaudit_slices``, re-audits are deferred
+    and, after each poll, run in a slice of the next size in the list (cycled), as the service does.
     """
     out = []
     bounds = [0, *cuts, len(ids)]
-    for start, stop in zip(bounds, bounds[1:]):
+
+    def record(late):
+        out.extend((v.payload, True, v.assessment.verdict.flagged, round(v.assessment.verdict.score, 12)) for v in late)
+
+    for poll, (start, stop) in enumerate(zip(bounds, bounds[1:])):
         assessments, late = monitor.process(Batch.of(vectors[start:stop], labels[start:stop], ids=ids[start:stop]),
-                                            payloads=ids[start:stop])
+                                            payloads=ids[start:stop], defer_reaudits=reaudit_slices is not None)
         out += [(sid, False, a.verdict.flagged, round(a.verdict.score, 12)) for sid, a in zip(ids[start:stop], assessments)]
-        out += [(v.payload, True, v.assessment.verdict.flagged, round(v.assessment.verdict.score, 12)) for v in late]
+        record(late)
+        if reaudit_slices is not None:
+            record(monitor.run_reaudits(reaudit_slices[poll % len(reaudit_slices)]))
+    if reaudit_slices is not None:
+        record(monitor.run_reaudits())
     return sorted(out)
 
 
@@ -77,3 +86,37 @@ def test_each_completed_step_is_learned_once_and_flush_learns_the_rest():
     monitor.flush()
     assert (monitor.n_seen, monitor.n_learned) == (130, 130)
     assert monitor.detector("model").n_learned == 130
+
+
+@pytest.mark.parametrize("slices", [[0], [1, 7], [25, 0, 400]])
+def test_deferred_reaudits_in_slices_reach_the_same_late_verdicts(slices):
+    # [0] runs none between polls: every queue is drained by the step after, inside process()
+    vectors, labels, ids = sequence()
+    reference = judge(LabelMonitor.from_config(CONFIG), vectors, labels, ids, cuts=list(range(50, 700, 50)))
+    cuts = random_cuts(np.random.default_rng(7), len(ids))
+    assert judge(LabelMonitor.from_config(CONFIG), vectors, labels, ids, cuts, reaudit_slices=slices) == reference
+
+
+def test_re_audits_still_queued_at_a_checkpoint_run_after_a_restore():
+    vectors, labels, ids = sequence()
+    expected = judge(LabelMonitor.from_config(CONFIG), vectors[:300], labels[:300], ids[:300], cuts=[])
+    monitor = LabelMonitor.from_config(CONFIG)
+    assessments, late = monitor.process(Batch.of(vectors[:300], labels[:300], ids=ids[:300]), payloads=ids[:300],
+                                        defer_reaudits=True)
+    assert monitor.pending_reaudits > 0
+    restored = pickle.loads(pickle.dumps(monitor))  # the checkpoint holds the last step's queue
+    queued_late = restored.run_reaudits()
+    assert queued_late and restored.pending_reaudits == 0
+    got = [(sid, False, a.verdict.flagged, round(a.verdict.score, 12)) for sid, a in zip(ids[:300], assessments)]
+    got += [(v.payload, True, v.assessment.verdict.flagged, round(v.assessment.verdict.score, 12))
+            for v in late + queued_late]
+    assert sorted(got) == expected
+
+
+def test_a_checkpoint_from_before_deferred_reaudits_loads_with_an_empty_queue():
+    monitor = LabelMonitor.from_config(CONFIG)
+    vectors, labels, ids = sequence(n=60)
+    monitor.process(Batch.of(vectors, labels, ids=ids))
+    del monitor.__dict__["_due"]  # what a checkpoint of the previous release holds
+    restored = pickle.loads(pickle.dumps(monitor))
+    assert restored.pending_reaudits == 0 and restored.run_reaudits() == []
