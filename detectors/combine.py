@@ -50,6 +50,11 @@ class Combiner:
     def combine(self, signals: Mapping[str, Signal]) -> Signal:
         if not signals:
             raise ValueError("nothing to combine")
+        if len(signals) == 1:  # one voter (the default): every policy agrees with it; the common, hot path
+            (only,) = signals.values()
+            flagged = bool(only.flagged) and (self.policy != "vote" or self.k <= 1)
+            return Signal(float(only.score), flagged, (only.suggested_label or None) if only.flagged else None,
+                          {"policy": str(self), "n_flagged": int(only.flagged)})
         scores = sorted((s.score for s in signals.values()), reverse=True)
         n_flagged = sum(s.flagged for s in signals.values())
         if self.policy == "union":
