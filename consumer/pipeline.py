@@ -18,6 +18,7 @@ from detectors import (AnnotatorQuality, Assessment, Batch, Consensus, LabelMoni
                        Signal)
 from schemas import (AnnotatedSample, Correction, DeadLetter, Reason, ReviewEvent, SampleVerdict, SourcePosition, make_event_id,
                      priority_of)
+from schemas.sample import FLOAT32_MAX
 
 
 log = logging.getLogger(__name__)
@@ -209,9 +210,7 @@ class Pipeline:
         return result
 
     def _vectors(self, samples: list[AnnotatedSample]) -> list[np.ndarray | None]:
-        vectors: list[np.ndarray | None] = [
-            np.asarray(s.embedding, dtype=np.float32) if s.embedding is not None else None for s in samples
-        ]
+        vectors: list = [s.embedding for s in samples]  # lists of floats, stacked into float32 by the caller
         to_embed = [i for i, v in enumerate(vectors) if v is None]
         if to_embed:
             if self.embedder is None:
@@ -264,9 +263,21 @@ class Pipeline:
                 kept_vectors.append(vector)
         if not kept:
             return
+        with np.errstate(over="ignore"):  # beyond float32 range becomes infinite: rejected just below
+            matrix = np.array(kept_vectors, dtype=np.float32)
+        finite = np.isfinite(matrix).all(axis=1)
+        if not finite.all():
+            for row in np.flatnonzero(~finite).tolist():
+                record = kept[row][0]
+                result.dead_letters.append((record, DeadLetter.from_bytes(
+                    record.value, reason=f"embedding values must lie within float32 range (|x| <= {FLOAT32_MAX:.4g})",
+                    error_type="schema", source=record.source, keep_bytes=DEAD_LETTER_KEEP_BYTES)))
+            kept, matrix = [item for item, ok in zip(kept, finite.tolist()) if ok], matrix[finite]
+            if not kept:
+                return
         samples = [sample for _, sample in kept]
         batch = Batch(
-            np.vstack(kept_vectors),
+            matrix,
             [s.label for s in samples],
             [s.prediction.probabilities or {s.prediction.label: 1.0} if s.prediction else None for s in samples],
             [s.sample_id for s in samples],

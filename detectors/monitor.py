@@ -324,7 +324,12 @@ class LabelMonitor:
         if not pending:
             return []
         batch = _batch_of(pending)
-        rescored = {d.name: d.rescore_many(batch, refit_thresholds=refit_thresholds) for d in self.detectors}
+        voting = [d for d in self.detectors if self.voters is None or d.name in self.voters]
+        rescored = {d.name: d.rescore_many(batch, refit_thresholds=refit_thresholds) for d in voting}
+        if all(signals is None for signals in rescored.values()):
+            return []  # no voter can re-score: every verdict would be the one already given
+        rescored = {d.name: rescored[d.name] if d.name in rescored else d.rescore_many(batch, refit_thresholds=refit_thresholds)
+                    for d in self.detectors}  # in detector order, as first verdicts list them
         late = []
         assessments = [self._assess({name: (sigs[i] if sigs is not None else entry.assessment.signals[name])
                                      for name, sigs in rescored.items()}) for i, entry in enumerate(pending)]

@@ -291,3 +291,18 @@ def test_user_prediction_reaches_the_detectors():
         assert event.suggested_label == "c"
         (reason,) = [r for r in event.reasons if r.detector == "model"]
         assert reason.details["user_model"] is True and reason.details["predicted"] == "c"
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_embedding_beyond_float32_range_is_dead_lettered_and_the_batch_goes_on(warm):
+    # finite as JSON and float64, infinite as the float32 the detectors use: checked for the whole batch at once
+    pipeline, offset = warmed_pipeline() if warm else (Pipeline(CONFIG, embedder=None), 0)
+    messages = clean_messages(6, seed=9, start=offset)
+    messages[2]["embedding"] = [1e39, 0.0, 0.0]
+    messages[4]["embedding"] = [0.0, -3.5e38, 0.0]
+    result = pipeline.process(records_of(messages, first_offset=offset))
+    assert [(r.source.offset, letter.error_type) for r, letter in result.dead_letters] == [
+        (offset + 2, "schema"), (offset + 4, "schema")]
+    assert all("float32 range" in letter.reason for _, letter in result.dead_letters)
+    assert result.n_processed == 4
+    assert [v.sample_id for v in result.verdicts] == [m["sample_id"] for i, m in enumerate(messages) if i not in (2, 4)]
