@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
@@ -222,18 +224,22 @@ class ConfidentLearning(Detector):
         rule, best = confident_disagreement(proba, label_ids, thresholds)
         if flags is None:
             flags = rule & self.budget.within(proba[np.arange(len(proba)), label_ids], label_ids, self.budget_share)
-        quality = get_label_quality_scores(label_ids, proba, method=self.quality_method) if len(proba) else []
+        if not len(proba):
+            return []
+        quality = get_label_quality_scores(label_ids, proba, method=self.quality_method)
+        rows = np.arange(len(proba))
+        # every per-row number at once, as Python floats; the loop only assembles signals
+        columns = zip((proba.sum(axis=1) == 0).tolist(), np.clip(1.0 - quality, 0.0, 1.0).tolist(),
+                      np.asarray(flags, dtype=bool).tolist(), best.tolist(), proba[rows, label_ids].tolist(),
+                      proba[rows, best].tolist(), thresholds[best].tolist())
         signals = []
-        for row, label_id in enumerate(label_ids.tolist()):
-            if proba[row].sum() == 0:
+        for empty, score, flagged, suggested_id, p_label, p_suggested, threshold in columns:
+            if empty:
                 signals.append(NEUTRAL)
                 continue
-            suggested = self.classes.labels[best[row]] if flags[row] else None
-            signals.append(Signal(float(np.clip(1.0 - quality[row], 0.0, 1.0)), bool(flags[row]), suggested,
-                                  {"p_label": round(float(proba[row, label_id]), 4),
-                                   "p_suggested": round(float(proba[row, best[row]]), 4),
-                                   "threshold": round(float(thresholds[best[row]]), 4)
-                                   if np.isfinite(thresholds[best[row]]) else None}))
+            signals.append(Signal(score, flagged, self.classes.labels[suggested_id] if flagged else None,
+                                  {"p_label": round(p_label, 4), "p_suggested": round(p_suggested, 4),
+                                   "threshold": round(threshold, 4) if math.isfinite(threshold) else None}))
         return signals
 
     def score_many(self, batch: Batch) -> list[Signal]:

@@ -45,7 +45,9 @@ class RunningStandardizer:
             return np.asarray(x, dtype=np.float32)
         std = np.sqrt(self._m2 / max(self.n, 1))
         std = np.where(std > 1e-6, std, 1.0)
-        return ((x - self.mean) / std).astype(np.float32)
+        out = np.subtract(x, self.mean)  # float64, as the statistics: one buffer, divided in place
+        np.divide(out, std, out=out)
+        return out.astype(np.float32)
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
