@@ -10,8 +10,9 @@ One iteration, in order:
 1. ``poll`` up to ``max_poll_records`` records;
 2. decode, embed and judge them (:class:`~consumer.pipeline.Pipeline`);
 3. produce review events (keyed by ``sample_id``), dead letters (with error headers) and, when a
-   verdict topic is set, one verdict per processed sample; the re-audits a completed learning step
-   queued then run in slices of ``reaudit_slice`` between polls, so they never hold a batch back;
+   verdict topic is set, one verdict per processed sample. The re-audits a completed learning step
+   queues are spread over the batches until the next step, and idle polls run slices of
+   ``reaudit_slice`` of them, so they never hold one batch back;
 4. ``flush`` the producer and check every delivery. Failed records are sent again with
    exponential backoff (``delivery_attempts``, ``delivery_backoff_ms``); if they still fail, the
    service stops with :class:`DeliveryError` *without* committing the batch, which is replayed;
@@ -71,6 +72,7 @@ def consumer_options(s: Settings) -> dict:
         max_poll_interval_ms=s.max_poll_interval_ms,
         session_timeout_ms=s.session_timeout_ms,
         heartbeat_interval_ms=s.heartbeat_interval_ms,
+        fetch_max_wait_ms=s.fetch_max_wait_ms,
         fetch_max_bytes=max(52_428_800, s.max_message_bytes),
         max_partition_fetch_bytes=max(1_048_576, s.max_message_bytes * 2),
         **s.kafka_config(),
@@ -159,7 +161,7 @@ class LabelwatchService:
                 try:
                     if polled:
                         self._handle(producer, polled)
-                    if self.pipeline.pending_reaudits:
+                    elif self.pipeline.pending_reaudits:  # idle: get ahead with the queued re-audits
                         self._reaudit_slice(producer)
                 except BaseException:
                     # the detectors may have judged what was never delivered: saving that state
@@ -251,12 +253,13 @@ class LabelwatchService:
         self.stats.batches += 1
 
     def _reaudit_slice(self, producer: KafkaProducer) -> None:
-        """Run ``reaudit_slice`` deferred re-audits and deliver their late verdicts.
+        """Run ``reaudit_slice`` deferred re-audits, while no records wait, and deliver their late verdicts.
 
         A learning step's re-audits re-score about three samples for each one learned. Run with the
-        batch that completed the step, they would hold back every record behind it; in slices
-        between polls they delay a record by one slice at most. They belong to the detector state:
-        a checkpoint saves those not run yet, and a restart runs them.
+        batch that completed the step, they would hold back every record behind it. Deferred, each
+        batch until the next step runs its share of them (:meth:`~detectors.LabelMonitor.process`),
+        and idle polls run slices. They belong to the detector state: a checkpoint saves those not
+        run yet, and a restart runs them.
         """
         started = time.perf_counter()
         result = self.pipeline.run_reaudits(self.settings.reaudit_slice)

@@ -38,6 +38,10 @@ class Settings(BaseSettings):
         "earliest", description="Where a new group starts reading.")
     max_poll_records: int = Field(500, ge=1, description="Micro-batch size: records per poll.")
     poll_timeout_ms: int = Field(500, ge=1, description="How long one poll waits for records.")
+    fetch_max_wait_ms: int = Field(
+        100, ge=0, le=10_000,
+        description="Longest a fetch waits at the broker for data; brokers that hold a fetch this long even when "
+                    "records arrive add it to every record's latency.")
     max_poll_interval_ms: int = Field(
         300_000, ge=1_000, description="Longest gap between polls before the group evicts this consumer.")
     session_timeout_ms: int = Field(10_000, ge=1_000, description="Group session timeout.")
@@ -98,8 +102,8 @@ class Settings(BaseSettings):
     learning_step: int = Field(
         500, ge=1, description="Samples per learning step; verdicts never depend on how polls cut the stream.")
     reaudit_slice: int = Field(
-        250, ge=0, description="Re-audits run between two polls (a step queues ~3 per sample learned); 0 runs them all "
-                               "with the batch that completes the step.")
+        250, ge=0, description="Queued re-audits run per idle poll; batches also run a share each (a step queues ~3 "
+                               "per sample learned). 0 runs them all with the batch that completes the step.")
     seed: int = Field(0, description="Seeds every detector.")
     # Metrics and logs
     metrics_host: str = Field("0.0.0.0", description="Bind address of the /metrics endpoint.")

@@ -184,10 +184,12 @@ class LabelMonitor:
                 defer_reaudits: bool = False) -> tuple[list[Assessment], list[LateVerdict]]:
         """Judge every sample of ``batch`` out of sample; learn each completed step, then run due re-audits.
 
-        With ``defer_reaudits`` the re-audits of a completed step wait in a queue instead, so the
-        batch's first verdicts can go out sooner: :meth:`run_reaudits` works through the queue in
-        slices, and the next step runs whatever is left before it learns. Nothing is learned
-        between a step and its re-audits, so their outcome is the same either way.
+        With ``defer_reaudits`` the re-audits of a completed step wait in a queue instead, and each
+        call runs only its share of them, in proportion to the samples it judged against those
+        still due before the next step, so the cost is spread evenly over the batches in between
+        and a batch's first verdicts are not held back. :meth:`run_reaudits` runs more (when the
+        stream is idle, say), and the next step runs whatever is left before it learns. Nothing is
+        learned between a step and its re-audits, so their outcome is the same either way.
         """
         if len(batch) == 0:
             return [], []
@@ -208,6 +210,9 @@ class LabelMonitor:
                 if not defer_reaudits:
                     late += self.run_reaudits()
             start = end
+        if defer_reaudits and self._due:
+            until_step = self.learning_step - len(self._unlearned)
+            late += self.run_reaudits(-(-len(self._due) * len(batch) // (len(batch) + until_step)))
         return assessments, late
 
     @property

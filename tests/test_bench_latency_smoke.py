@@ -20,7 +20,8 @@ def test_quick_latency_benchmark_reports_a_verdict_for_every_sample(tmp_path):
     assert done.returncode == 0, done.stderr[-4000:]
     text = out.read_text(encoding="utf-8")
     assert "<!-- latency:start -->" in text and "bench/latency.py --quick --out" in text
-    row = re.search(r"^\| verdict \(every sample\) \| ([0-9,]+) \| ([0-9.]+) \| [0-9.]+ \| ([0-9.]+) \|", text, re.M)
+    row = re.search(r"^\| 100 \| \? \| verdict \(every sample\) \| ([0-9,]+) \| ([0-9.]+) \| [0-9.]+ \| ([0-9.]+) \|",
+                    text, re.M)
     assert row, text
     assert int(row.group(1).replace(",", "")) == 500, "every sample produced one first verdict"
     assert 0 < float(row.group(2)) <= float(row.group(3))
