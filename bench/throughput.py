@@ -81,8 +81,9 @@ class Timing:
 
     @property
     def steady_rate(self) -> float:
-        """Once records flow: the records after the first poll over the time after it."""
-        if self.first_seconds is None:
+        """Once records flow: the records after the first poll over the time after it (end to end when
+        the first poll took them all, as in a smoke run)."""
+        if self.first_seconds is None or self.n_first >= self.n:
             return self.rate
         span = self.seconds - self.first_seconds
         return (self.n - self.n_first) / span if span > 0 else float("nan")
