@@ -29,7 +29,7 @@ test: $(STAMP) tools
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/performance.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,6 +1,7 @@
-"""Bounded memory on a long stream: the RSS of the real pipeline after 20k, 50k, 100k and 200k samples.
+"""Bounded memory on a long stream: the RSS of the real pipeline at checkpoints along the stream.
 
-Target: the resident set size (RSS) after 200k samples stays within 10% of the RSS after 20k, on the
+Target: the resident set size (RSS) at the last checkpoint stays within 10% of the RSS at the first
+(by default 200k against 20k; issue 7 asks for 1M against 100k, as ``bench/performance.py`` runs it), on the
 vector path (384-d precomputed embeddings).
 
 The real ``Pipeline`` (``Pipeline(Settings().monitor_config(), embedder=None)``: every detector and
@@ -17,6 +18,7 @@ tells Python-object growth from native growth). The table goes to stdout and to 
 section of ``--out`` (other sections are left alone).
 
     .venv/bin/python bench/memory.py                    # 200k samples, writes docs/benchmarks.md
+    .venv/bin/python bench/memory.py --n-total 1000000 --checkpoints 100000,200000,500000,1000000
     .venv/bin/python bench/memory.py --quick --no-write # 6000 samples, checkpoints 2000/6000 (smoke test)
 """
 
@@ -190,7 +192,8 @@ def section(start: Reading, readings: list[Reading], counts: dict, args, command
         *provenance(f"numpy {np.__version__}", load, command,
                     ", which slows the samples/s figures but not the RSS ones"),
         "",
-        f"Target: RSS after 200k samples within 10% of RSS after 20k. **{verdict}.**",
+        f"Target: RSS at the last checkpoint within 10% of RSS at the first (issue 7: 1M against 100k). "
+        f"**{verdict}.**",
         "",
         table(start, readings),
         "",
