@@ -367,7 +367,8 @@ def sweep_section(results, n: int, command: str, load: tuple[float, float], plot
         "",
         f"- {n} vector messages per point, as in the table above; each point on its own fresh topic and group. "
         f"Only `max_poll_records` changes: the detectors learn in steps of `learning_step` (500) whatever the poll "
-        f"size, so verdicts are the same at every point.",
+        f"size, so verdicts are the same at every point. A baseline point drains its topic in about half a "
+        f"second, so baseline points scatter by 2x; on this machine, so can a service point from one run to the next.",
     ])
 
 
