@@ -331,8 +331,9 @@ class LabelMonitor:
         batch = _batch_of(pending)
         voting = [d for d in self.detectors if self.voters is None or d.name in self.voters]
         rescored = {d.name: d.rescore_many(batch, refit_thresholds=refit_thresholds) for d in voting}
-        if all(signals is None for signals in rescored.values()):
-            return []  # no voter can re-score: every verdict would be the one already given
+        if all(signals is None for signals in rescored.values()) and not any(
+                "held_back" in entry.assessment.verdict.details for entry in pending):
+            return []  # no voter can re-score, no flag was held back: every verdict would be the one already given
         rescored = {d.name: rescored[d.name] if d.name in rescored else d.rescore_many(batch, refit_thresholds=refit_thresholds)
                     for d in self.detectors}  # in detector order, as first verdicts list them
         late = []
