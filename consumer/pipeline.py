@@ -1,4 +1,8 @@
-"""The pipeline that ``run`` and ``audit`` share: decode, embed, detect, build events."""
+"""The pipeline that ``run`` and ``audit`` share: decode, embed, detect, build events.
+
+The records it reads and writes (:class:`InputRecord`, :class:`BatchResult`, :func:`decode`, the
+output models) live in :mod:`consumer.records` and are importable from here too.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +17,12 @@ import numpy as np
 from pydantic import ValidationError
 
 from consumer.metrics import Metrics
+from consumer.records import (DEAD_LETTER_KEEP_BYTES, BatchResult, InputRecord, _describe, decode,  # noqa: F401
+                              review_event, sample_verdict)
 from consumer.state import StateStore
 from detectors import (AnnotatorQuality, Assessment, Batch, Consensus, LabelMonitor, MonitorConfig, ShareDrift,
                        Signal)
-from schemas import (AnnotatedSample, Correction, DeadLetter, Reason, ReviewEvent, SampleVerdict, SourcePosition, make_event_id,
-                     priority_of)
+from schemas import AnnotatedSample, Correction, DeadLetter
 from schemas.sample import FLOAT32_MAX
 
 
@@ -62,57 +67,6 @@ def disagreement(assessment: Assessment) -> bool | None:
 
 class Embedder(Protocol):
     def encode(self, texts: list[str]) -> np.ndarray: ...
-
-
-@dataclass(frozen=True, slots=True)
-class InputRecord:
-    """One raw input record and where it came from (a Kafka position or a file line)."""
-
-    value: bytes | None
-    source: SourcePosition | None = None
-    line: int | None = None
-    timestamp_ms: int | None = None
-
-
-@dataclass
-class BatchResult:
-    """What one micro-batch produced."""
-
-    events: list[ReviewEvent] = field(default_factory=list)
-    verdicts: list[SampleVerdict] = field(default_factory=list)
-    dead_letters: list[tuple[InputRecord, DeadLetter]] = field(default_factory=list)
-    n_processed: int = 0
-
-
-def _describe(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors(include_url=False):
-        where = ".".join(str(p) for p in item["loc"]) or "message"
-        parts.append(f"{where}: {item['msg']}")
-    return "; ".join(parts)
-
-
-DEAD_LETTER_KEEP_BYTES = 131_072
-"""Bytes of a rejected record kept inside its dead letter. Beyond, the letter would risk exceeding
-the broker's message size (JSON escaping can grow text 6x) and could never be delivered; the
-whole record stays in the input topic at the position the letter names."""
-
-
-def decode(record: InputRecord, max_bytes: int) -> AnnotatedSample | DeadLetter:
-    """Validate one raw record, or explain why it is rejected."""
-    def reject(reason: str, kind: str, exception: BaseException | None = None) -> DeadLetter:
-        return DeadLetter.from_bytes(record.value, reason=reason, error_type=kind, source=record.source,
-                                     exception=exception, keep_bytes=DEAD_LETTER_KEEP_BYTES)
-
-    if record.value is None:
-        return reject("empty record (null value)", "empty")
-    if len(record.value) > max_bytes:
-        return reject(f"record of {len(record.value)} bytes exceeds the limit of {max_bytes}", "too_large")
-    try:
-        return AnnotatedSample.model_validate_json(record.value)
-    except ValidationError as error:
-        kind = "not_json" if any(e["type"] == "json_invalid" for e in error.errors()) else "schema"
-        return reject(_describe(error), kind, error)
 
 
 class Pipeline:
@@ -462,44 +416,3 @@ class Pipeline:
             for verdict in state.monitor.flush():
                 self._record(verdict.payload, verdict.assessment, result, late=True)
         return result
-
-
-def review_event(sample: AnnotatedSample, assessment: Assessment, source: SourcePosition | None,
-                 *, late: bool = False) -> ReviewEvent:
-    """The review event for a flagged sample: its evidence, suggestion and a replay-stable id."""
-    reasons = [
-        Reason(detector=name, score=min(max(signal.score, 0.0), 1.0), details=signal.details)
-        for name, signal in assessment.signals.items()
-        if signal.flagged
-    ]
-    return ReviewEvent(
-        event_id=make_event_id(sample.dataset, sample.sample_id, sample.label, "flagged"),
-        dataset=sample.dataset,
-        sample_id=sample.sample_id,
-        label=sample.label,
-        suggested_label=assessment.verdict.suggested_label,
-        score=min(max(assessment.verdict.score, 0.0), 1.0),
-        reasons=reasons,
-        cluster_id=assessment.cluster_id,
-        annotator_id=sample.annotator_id,
-        late=late,
-        source=source,
-        priority=priority_of(min(max(assessment.verdict.score, 0.0), 1.0), len(reasons)),
-        text=sample.text,
-    )
-
-
-def sample_verdict(sample: AnnotatedSample, assessment: Assessment, source: SourcePosition | None,
-                   *, late: bool = False) -> SampleVerdict:
-    """The verdict record of one processed sample, flagged or not."""
-    verdict = "flagged" if assessment.verdict.flagged else "clean"
-    return SampleVerdict(
-        event_id=make_event_id(sample.dataset, sample.sample_id, sample.label, verdict),
-        dataset=sample.dataset,
-        sample_id=sample.sample_id,
-        label=sample.label,
-        score=min(max(assessment.verdict.score, 0.0), 1.0),
-        flagged=assessment.verdict.flagged,
-        late=late,
-        source=source,
-    )
