@@ -202,11 +202,9 @@ class LabelwatchService:
         saved = self.pipeline.checkpoint()
         offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self._pending.items()}
         try:
-            if not offsets:
-                pass
-            elif blocking:
+            if offsets and blocking:
                 self._consumer_ref.commit(offsets)
-            else:
+            elif offsets:
                 self._consumer_ref.commit_async(offsets)
         except CommitFailedError as error:
             # The group rebalanced under us (e.g. a poll outlasted max_poll_interval_ms). The outputs

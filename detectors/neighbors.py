@@ -162,9 +162,10 @@ def search_in_parallel(work, n_rows: int, chunk: int) -> None:
 
     A neighbour search is a matrix product (multi-threaded by BLAS already) then an
     ``argpartition`` (single-threaded). Slices on threads, with BLAS on one thread each, keep
-    every core busy in both: 1.5x faster on 2 cores. Each row is computed the same way whichever
-    slice it lands in, and ``work`` writes disjoint rows, so the result does not depend on the
-    threads.
+    every core busy in both: 1.3 to 1.5 times faster on 2 cores. Each row is computed the same way
+    whichever slice it lands in, and ``work`` writes disjoint rows, so the result does not depend on
+    the threads. The BLAS limit is process-wide while a search runs: searches are meant to come from
+    one thread (the pipeline's).
     """
     global _pool, _blas
     slices = -(-n_rows // chunk)
