@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", type=lambda v: [float(x) for x in v.split(",") if x.strip()],
                         help="Several rates, one run each (overrides --rate).")
     parser.add_argument("--max-rate", type=float, help="The maximum throughput the rates are shares of (report only).")
+    parser.add_argument("--fetch-max-wait-ms", type=int, help="The service's fetch_max_wait_ms (default: the setting's).")
     parser.add_argument("--seconds", type=float, default=40.0)
     parser.add_argument("--quick", action="store_true", help="100/s for 5 s: the smoke test.")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md")
@@ -169,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rates, seconds = ([100.0], 5.0) if args.quick else (args.rates or [args.rate], args.seconds)
     load_before = load_average()
-    results = [measure(rate, seconds) for rate in rates]
+    overrides = {} if args.fetch_max_wait_ms is None else {"fetch_max_wait_ms": args.fetch_max_wait_ms}
+    results = [measure(rate, seconds, **overrides) for rate in rates]
     text = section(results, command_line(), (load_before, load_average()), args.max_rate)
     print(text)
     replace_section(args.out, "latency", text)

@@ -465,6 +465,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="max_poll_records of the text measurement (default: the service default).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the data and the label noise.")
     parser.add_argument("--json-out", type=Path, help="Also write the rows as JSON here.")
+    parser.add_argument("--pure-python-crc", action="store_true",
+                        help="Checksum records with kafka-python's pure-Python CRC-32C, as it does without its "
+                             "crc32c extra (what this project ran before it depended on that extra).")
     parser.add_argument("--sweep-poll-records", type=lambda v: [int(x) for x in v.split(",") if x.strip()],
                         help="Instead of the table: the vector path at each of these max_poll_records, "
                              "plotted (e.g. 100,250,500,1000,2000).")
@@ -490,6 +493,10 @@ def main(argv: list[str] | None = None) -> int:
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
+    if args.pure_python_crc:
+        from kafka.record import util
+
+        util.calc_crc32c.__defaults__ = (util.crc32c_py,)  # every caller shares this one function object
     command = command_line()
     load_before = load_average()
     if load_before > 0.5:
