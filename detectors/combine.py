@@ -55,6 +55,10 @@ class Combiner:
             flagged = bool(only.flagged) and (self.policy != "vote" or self.k <= 1)
             return Signal(float(only.score), flagged, (only.suggested_label or None) if only.flagged else None,
                           {"policy": str(self), "n_flagged": int(only.flagged)})
+        return self._combine_any(signals)
+
+    def _combine_any(self, signals: Mapping[str, Signal]) -> Signal:
+        """The rule for any number of signals (:meth:`combine` shortcuts a single one)."""
         scores = sorted((s.score for s in signals.values()), reverse=True)
         n_flagged = sum(s.flagged for s in signals.values())
         if self.policy == "union":
