@@ -129,11 +129,11 @@ def check_fates(bootstrap: str, topics: dict[str, str], by_dataset: dict[str, li
     assert not missing, f"{len(missing)} samples have no verdict, e.g. {sorted(missing)[:5]}"
     duplicated = {sid: copies for sid, copies in first.items() if len(copies) > 1}
     for sid, copies in duplicated.items():
-        # same id, same verdict; the score to within float rounding (BLAS sums rows of other batch shapes
-        # in another order, which moves the last bits)
+        # same id, same verdict; the score to within float32 rounding (BLAS computes a row of a float32
+        # product by another kernel for a batch of another shape, which moves the last bits; CI saw 2.6e-9)
         assert len({(v.event_id, v.flagged) for v in copies}) == 1, f"a replay judged {sid} differently"
         scores = [v.score for v in copies]
-        assert max(scores) - min(scores) <= 1e-9, f"a replay scored {sid} differently: {scores}"
+        assert max(scores) - min(scores) <= 1e-6, f"a replay scored {sid} differently: {scores}"
 
     letters = read_topic({"bootstrap_servers": bootstrap}, topics["dlq"], len(bad), timeout=30)
     originals = [DeadLetter.model_validate_json(m.value).original_bytes() for m in letters]
