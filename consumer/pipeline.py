@@ -413,6 +413,5 @@ class Pipeline:
         result = BatchResult()
         for dataset, state in self.datasets.items():
             self._changed.add(dataset)
-            for verdict in state.monitor.flush():
-                self._record(verdict.payload, verdict.assessment, result, late=True)
+            self._record_late(state, state.monitor.flush(), result)
         return result

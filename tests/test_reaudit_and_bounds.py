@@ -48,14 +48,18 @@ def test_flush_reaudits_the_whole_window_and_late_events_keep_deterministic_ids(
         pipeline = Pipeline(MonitorConfig(detectors=("confident",), reaudit_delay=10_000, reaudit_window=10_000),
                             embedder=None)
         vectors, labels, flipped = stream(600, seed=1, noise=0.1)
-        records = [InputRecord(orjson.dumps({"sample_id": f"x{i}", "label": labels[i], "embedding": vectors[i].tolist()}))
+        records = [InputRecord(orjson.dumps({"sample_id": f"x{i}", "label": labels[i], "embedding": vectors[i].tolist(),
+                                             "annotator_id": f"ann-{i % 3}"}))
                    for i in range(600)]
         live = [e for start in range(0, 600, 100) for e in pipeline.process(records[start:start + 100]).events]
         final = pipeline.flush()
-        return live, final, flipped
+        annotators = pipeline.datasets["default"].annotators.report()
+        return live, final, flipped, annotators
 
-    live, final, flipped = run()
+    live, final, flipped, annotators = run()
     assert final.events and all(e.late for e in final.events)
+    # an annotator's flag count includes the flags the final re-audit raised on their samples
+    assert sum(row["flagged"] for row in annotators) == len(live) + len(final.events)
     assert not ({e.sample_id for e in live} & {e.sample_id for e in final.events}), "a sample is flagged once"
     truth = {f"x{i}" for i in np.flatnonzero(flipped)}
     caught = {e.sample_id for e in live + final.events} & truth
@@ -63,7 +67,7 @@ def test_flush_reaudits_the_whole_window_and_late_events_keep_deterministic_ids(
     for event in final.events:
         assert event.event_id == make_event_id(event.dataset, event.sample_id, event.label, "flagged")
     assert all(v.late and v.flagged for v in final.verdicts)
-    live_again, final_again, _ = run()
+    live_again, final_again, _, _ = run()
     assert [e.event_id for e in final_again.events] == [e.event_id for e in final.events]
 
 
