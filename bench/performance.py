@@ -1,13 +1,14 @@
 """Every performance benchmark, in one command, each writing its section of ``docs/benchmarks.md``.
 
-In order, on an otherwise idle machine (about 45 minutes on 2 cores):
+In order, on an otherwise idle machine (about an hour on 2 cores):
 
 1. ``throughput.py``: vector and text paths against their baselines, and the cluster-only shell;
 2. ``latency.py``: produce-to-verdict latency at 25%, 37.5% and 50% of the vector path's steady
    throughput just measured in 1;
 3. ``throughput.py --sweep-poll-records``: throughput against poll size, and its plot;
-4. ``backfill.py``: ``labelwatch audit`` against cleanlab batch on 100k vectors;
-5. ``memory.py``: RSS over a stream of 1M samples, against the RSS after 100k.
+4. ``embedding_batch.py``: the bare model's texts/s by batch size and texts per call;
+5. ``backfill.py``: ``labelwatch audit`` against cleanlab batch on 100k vectors;
+6. ``memory.py``: RSS over a stream of 1M samples, against the RSS after 100k.
 
     .venv/bin/python bench/performance.py            # or: make bench
     .venv/bin/python bench/performance.py --skip memory,backfill
@@ -23,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-STEPS = ("throughput", "latency", "sweep", "backfill", "memory")
+STEPS = ("throughput", "latency", "sweep", "embedding-batch", "backfill", "memory")
 
 
 def run(script: str, *args: str) -> None:
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         run("latency.py", "--rates", rates, "--max-rate", str(round(max_rate)), "--seconds", "40")
     if "sweep" not in args.skip:
         run("throughput.py", "--sweep-poll-records", "100,250,500,1000,2000")
+    if "embedding-batch" not in args.skip:
+        run("embedding_batch.py")
     if "backfill" not in args.skip:
         run("backfill.py")
     if "memory" not in args.skip:

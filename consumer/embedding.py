@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from consumer.settings import DEFAULT_EMBEDDING_MODEL
+from consumer.settings import DEFAULT_EMBEDDING_BATCH_SIZE, DEFAULT_EMBEDDING_MODEL
 
 
 def resolve_model(name_or_path: str) -> str:
@@ -32,7 +32,8 @@ class SentenceEmbedder:
     on disk fails with a clear error instead of downloading.
     """
 
-    def __init__(self, model: str = DEFAULT_EMBEDDING_MODEL, *, batch_size: int = 64, device: str = "cpu"):
+    def __init__(self, model: str = DEFAULT_EMBEDDING_MODEL, *, batch_size: int = DEFAULT_EMBEDDING_BATCH_SIZE,
+                 device: str = "cpu"):
         self.model_name = model
         self.batch_size = batch_size
         self.device = device

@@ -27,3 +27,17 @@ def test_quick_benchmark_writes_both_ratios(tmp_path):
     ratios = {path: float(value.replace(",", "")) for path, value in ROW.findall(text)}
     assert set(ratios) == {"Vectors", "Texts"}, text
     assert all(ratio > 0 for ratio in ratios.values()), ratios
+
+
+def test_quick_embedding_batch_benchmark_writes_a_row_per_batch_size(tmp_path):
+    out = tmp_path / "b.md"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "embedding_batch.py"), "--quick", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=110,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    text = out.read_text(encoding="utf-8")
+    assert "<!-- embedding-batch:start -->" in text and "bench/embedding_batch.py --quick --out" in text
+    rows = re.findall(r"^\| (\d+)(?: \(default\))? \| ([0-9.,]+) \(.*\| ([0-9.,]+) \(", text, re.MULTILINE)
+    assert [int(batch) for batch, _, _ in rows] == [16, 64], text
+    assert all(float(a.replace(",", "")) > 0 and float(b.replace(",", "")) > 0 for _, a, b in rows), rows
