@@ -56,6 +56,7 @@ from kafka import KafkaConsumer, KafkaProducer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import command_line, load_average, provenance, replace_section  # noqa: E402
+from bench.embedding_batch import texts_per_second  # noqa: E402
 from consumer.broker import LocalBroker
 from consumer.datasets import inject_noise, load, to_messages
 from consumer.embedding import SentenceEmbedder
@@ -294,11 +295,7 @@ def measure_texts(base: Settings, n: int, seed: int, timeout: float, poll_record
     poll_records = poll_records or settings.max_poll_records
 
     def bare_encode(calls_of: int | None = None) -> float:
-        started = time.perf_counter()
-        for at in range(0, n, calls_of or n):
-            model.encode(texts[at: at + (calls_of or n)], batch_size=settings.embedding_batch_size,
-                         convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False)
-        seconds = time.perf_counter() - started
+        seconds = n / texts_per_second(model, texts, settings.embedding_batch_size, calls_of or n)
         say(f"texts: bare encode{f' in calls of {calls_of}' if calls_of else ''} {n / seconds:,.1f}/s ({seconds:.2f}s)")
         return seconds
 
