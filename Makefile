@@ -25,8 +25,15 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/labelwatch demo
 
+# The whole suite as the machine is, then the replay tests (marker `replay`) again with OpenBLAS on
+# its own CPU detection and on another kernel family (AVX instead of AVX2): verdicts must not depend
+# on which kernels BLAS picks (docs/reliability.md).
 test: $(STAMP) tools
 	$(BIN)/python -m pytest
+	@echo "== replay tests, OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (OpenBLAS detects the CPU)"
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python -m pytest -m replay -p no:cacheprovider
+	@echo "== replay tests, OPENBLAS_CORETYPE=Sandybridge (another kernel family)"
+	OPENBLAS_CORETYPE=Sandybridge $(BIN)/python -m pytest -m replay -p no:cacheprovider
 
 bench: $(STAMP)
 	$(BIN)/python bench/performance.py

@@ -1,7 +1,7 @@
 """Streaming label-error detectors over numpy vectors and labels: no Kafka, no I/O."""
 
 from detectors.annotators import AnnotatorQuality, AnnotatorShift
-from detectors.base import NEUTRAL, Batch, Detector, LabelIndex, Signal
+from detectors.base import NEUTRAL, SCORE_TOLERANCE, Batch, Detector, LabelIndex, Signal
 from detectors.cluster import ClusterDisagreement
 from detectors.drift import ShareDrift, ShareShift
 from detectors.combine import Combiner
@@ -15,6 +15,7 @@ from detectors.neighbors import NeighborAgreement, NeighborIndex, RunningStandar
 
 __all__ = [
     "AnnotatorQuality",
+    "SCORE_TOLERANCE",
     "AnnotatorShift",
     "DETECTORS",
     "Assessment",

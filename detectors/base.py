@@ -16,6 +16,13 @@ import numpy as np
 
 _ANONYMOUS = itertools.count()
 
+SCORE_TOLERANCE = 1e-6
+"""How far the score of a replayed sample may move; its flag, suggested label and event id may not.
+
+Vectors are float32, and BLAS computes a row of a matrix product by another kernel for a batch of
+another shape, or on another CPU, which moves a score in its last float32 bits (docs/reliability.md).
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Batch:

@@ -17,8 +17,10 @@ import numpy as np
 import pytest
 
 import detectors
-from detectors import (Batch, ClusterDisagreement, ConfidentLearning, Detector, ModelDisagreement, NeighborAgreement,
-                       Signal)
+from detectors import (SCORE_TOLERANCE, Batch, ClusterDisagreement, ConfidentLearning, Detector, ModelDisagreement,
+                       NeighborAgreement, Signal)
+
+pytestmark = pytest.mark.replay
 
 
 def discover_detectors() -> list[type[Detector]]:
@@ -169,10 +171,7 @@ def assert_same_judgements(got: list[Signal], expected: list[Signal]) -> None:
     assert len(got) == len(expected)
     for a, b in zip(got, expected):
         assert (a.flagged, a.suggested_label, sorted(a.details)) == (b.flagged, b.suggested_label, sorted(b.details))
-        assert a.score == pytest.approx(b.score, rel=FLOAT32_ROUNDING, abs=FLOAT32_ROUNDING)
-
-
-FLOAT32_ROUNDING = 1e-6  # float32 resolves 1.2e-7 relative; a score passes through a few float32 operations
+        assert a.score == pytest.approx(b.score, rel=0, abs=SCORE_TOLERANCE)
 
 
 def check_learning_changes_scores(cls):

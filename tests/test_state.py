@@ -14,6 +14,9 @@ from consumer.pipeline import InputRecord, Pipeline
 from consumer.state import CorruptStateError, StateStore, encode_checkpoint
 from detectors import MonitorConfig
 from schemas import SourcePosition
+from verdicts import assert_same_verdicts
+
+pytestmark = pytest.mark.replay
 
 CONFIG = MonitorConfig(n_clusters=3, cluster_window=256, neighbors_per_class=100, reaudit_window=400,
                        reaudit_delay=50, learning_step=100)
@@ -35,7 +38,7 @@ def run(pipeline: Pipeline, batch: list[InputRecord]):
     verdicts = []
     for start in range(0, len(batch), 100):
         verdicts += pipeline.process(batch[start:start + 100]).verdicts
-    return [(v.sample_id, v.flagged, v.late, round(v.score, 9)) for v in verdicts]
+    return [(v.sample_id, v.late, v.flagged, v.event_id, v.score) for v in verdicts]
 
 
 def test_a_restart_from_a_checkpoint_continues_exactly_where_it_stopped(tmp_path):
@@ -47,7 +50,7 @@ def test_a_restart_from_a_checkpoint_continues_exactly_where_it_stopped(tmp_path
     restarted = Pipeline(CONFIG, None, state=StateStore(tmp_path))  # a new process, in effect
     after = run(restarted, records(600, 1200))
 
-    assert before + after == uninterrupted
+    assert_same_verdicts(before + after, uninterrupted)
     monitor = restarted.monitors["default"]
     assert monitor.n_seen == 1200
     assert monitor.detector("cluster").cluster_totals.sum() == 1200, "cluster counts continue, not reset"
@@ -131,7 +134,7 @@ def test_a_replay_from_behind_the_checkpoint_skips_what_the_state_already_judged
     after = run(replaying, positioned(300, 1200))
 
     assert replaying.metrics.samples_replayed._value.get() == 400
-    assert before + after == uninterrupted, "no sample judged twice, and the rest exactly as without the crash"
+    assert_same_verdicts(before + after, uninterrupted)  # no sample judged twice, the rest as without the crash
     state = StateStore(tmp_path).load("default")
     assert state.positions == {("in", 0): 700}
     assert replaying.monitors["default"].n_seen == 1200
