@@ -124,7 +124,7 @@ def cmd_audit(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from consumer.demo import run_demo
+    from consumer.demo import DemoIncomplete, run_demo
 
     names = DETECTOR_FIELDS + EMBEDDING_FIELDS + ("bootstrap_servers", "metrics_port")
     defaults = {"input_topic": "labelwatch-demo-annotations", "review_topic": "labelwatch-demo-reviews",
@@ -136,8 +136,12 @@ def cmd_demo(args) -> int:
     except ValidationError as error:
         raise SystemExit(f"labelwatch: invalid settings: {error}") from None
     _setup_logging("WARNING")
-    run_demo(settings, dataset=args.dataset, noise=args.noise, seed=args.noise_seed, limit=args.limit,
-             start_broker="bootstrap_servers" not in explicit)
+    try:
+        run_demo(settings, dataset=args.dataset, noise=args.noise, seed=args.noise_seed, limit=args.limit,
+                 start_broker="bootstrap_servers" not in explicit)
+    except DemoIncomplete as error:
+        print(f"labelwatch demo: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

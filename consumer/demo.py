@@ -7,7 +7,7 @@ import threading
 import time
 
 import orjson
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer
 
 from consumer.broker import LocalBroker, free_port
 from consumer.datasets import corrupted_ids, inject_noise, load, to_messages
@@ -17,7 +17,7 @@ from consumer.pipeline import Pipeline
 from consumer.service import LabelwatchService
 from consumer.topics import ensure_topics, read_topic
 from consumer.settings import Settings
-from schemas import DeadLetter, ReviewEvent
+from schemas import DeadLetter, ReviewEvent, SampleVerdict
 
 MALFORMED = [
     b"this is not json",
@@ -41,7 +41,9 @@ def run_demo(settings: Settings, *, dataset: str = "digits", noise: float = 0.1,
             out(f"started a Tansu broker on {broker.bootstrap_servers}")
         port = settings.metrics_port or free_port()
         settings = settings.model_copy(update={"metrics_port": port, "metrics_host": "127.0.0.1"})
-        ensure_topics(settings, [settings.input_topic, settings.review_topic, settings.dlq_topic])
+        # verdicts too: the demo waits until every sample has one, and reports over exactly those
+        settings = settings.model_copy(update={"verdict_topic": settings.verdict_topic or settings.input_topic + "-verdicts"})
+        ensure_topics(settings, [settings.input_topic, settings.review_topic, settings.dlq_topic, settings.verdict_topic])
 
         producer = KafkaProducer(linger_ms=10, **settings.kafka_config())
         for message in messages:
@@ -66,11 +68,15 @@ def run_demo(settings: Settings, *, dataset: str = "digits", noise: float = 0.1,
         thread = threading.Thread(target=service.run, name="labelwatch", daemon=True)
         started = time.perf_counter()
         thread.start()
-        while service.stats.consumed < total and thread.is_alive():
-            time.sleep(0.2)
+        try:
+            judged, letters = _await_outcomes(settings, {m["sample_id"] for m in messages}, len(MALFORMED), thread)
+        finally:
+            service.stop()  # the service closes its clients before the broker goes away
+            thread.join()
         elapsed = time.perf_counter() - started
-        service.stop()
-        thread.join(timeout=30)
+        if len(judged) < len(messages) or len(letters) < len(MALFORMED):
+            raise DemoIncomplete(f"the service stopped after judging {len(judged)} of {len(messages)} samples and "
+                                 f"dead-lettering {len(letters)} of {len(MALFORMED)} malformed messages")
         live_count = service.stats.review_events
         # the stream is over: re-audit the whole window, as `labelwatch audit` does at end of input
         final = pipeline.flush()
@@ -82,11 +88,8 @@ def run_demo(settings: Settings, *, dataset: str = "digits", noise: float = 0.1,
 
         events = [ReviewEvent.model_validate_json(r.value) for r in
                   read_topic(settings.kafka_config(), settings.review_topic, live_count + len(final.events))]
-        letters = [DeadLetter.model_validate_json(r.value) for r in
-                   read_topic(settings.kafka_config(), settings.dlq_topic, service.stats.dead_lettered)]
 
-    out(f"processed {service.stats.processed} samples in {elapsed:.1f}s "
-        f"({service.stats.processed / max(elapsed, 1e-9):.0f}/s); detectors {settings.detectors}, "
+    out(f"judged all {len(judged)} samples in {elapsed:.1f}s ({len(judged) / max(elapsed, 1e-9):.0f}/s); detectors {settings.detectors}, "
         f"voters {settings.voters}, policy {settings.policy}")
 
     def report(stage: str, flagged: set[str]) -> tuple[float, float, float]:
@@ -114,4 +117,39 @@ def run_demo(settings: Settings, *, dataset: str = "digits", noise: float = 0.1,
     for letter in letters:
         out(f"  {letter.error_type}: {letter.reason}")
     return {"precision": precision, "recall": recall, "f1": f1, "flagged": len(flagged),
-            "corrupted": len(truth), "dead_letters": len(letters), "processed": service.stats.processed}
+            "corrupted": len(truth), "dead_letters": len(letters), "judged": len(judged)}
+
+
+class DemoIncomplete(RuntimeError):
+    """The service stopped before every produced message had a verdict or a dead letter."""
+
+
+def _await_outcomes(settings: Settings, sample_ids: set[str], n_malformed: int, service: threading.Thread,
+                    stall_s: float = 300.0) -> tuple[set[str], list[DeadLetter]]:
+    """Read the verdict and dead-letter topics until every sample has a verdict and every malformed
+    message a dead letter; returns the ids judged and the letters.
+
+    Counting distinct ids, not records consumed: a replayed record must not count twice. Gives up
+    when the service thread ends, or when nothing new arrives for ``stall_s``.
+    """
+    consumer = KafkaConsumer(settings.verdict_topic, settings.dlq_topic, auto_offset_reset="earliest",
+                             enable_auto_commit=False, **settings.kafka_config())
+    judged: set[str] = set()
+    letters: dict[tuple[int, int], DeadLetter] = {}
+    last_progress = time.monotonic()
+    with contextlib.closing(consumer):
+        while len(judged) < len(sample_ids) or len(letters) < n_malformed:
+            if not service.is_alive() or time.monotonic() - last_progress > stall_s:
+                break
+            before = len(judged) + len(letters)
+            for records in consumer.poll(timeout_ms=200).values():
+                for record in records:
+                    if record.topic == settings.verdict_topic:
+                        judged.add(SampleVerdict.model_validate_json(record.value).sample_id)
+                    else:
+                        letter = DeadLetter.model_validate_json(record.value)
+                        where = (letter.source.partition, letter.source.offset) if letter.source else (-1, len(letters))
+                        letters[where] = letter
+            if len(judged) + len(letters) > before:
+                last_progress = time.monotonic()
+    return judged & sample_ids, list(letters.values())

@@ -47,6 +47,7 @@ class SentenceEmbedder:
         if self._model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # a service's log is no terminal
             from sentence_transformers import SentenceTransformer
 
             location = resolve_model(self.model_name)

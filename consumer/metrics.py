@@ -91,6 +91,10 @@ class Metrics:
             "labelwatch_poll_errors_total", "Polls that failed because no broker answered (retried).", registry=r)
         self.commit_failures = Counter(
             "labelwatch_commit_failures_total", "Offset commits refused after a group rebalance.", registry=r)
+        self.records_handed_back = Counter(
+            "labelwatch_records_handed_back_total",
+            "Polled records left for the next poll because the poll's time budget was spent (a slow or busy machine).",
+            registry=r)
         self.build_info = Gauge(
             "labelwatch_build_info", "Version of the running labelwatch.", ["version"], registry=r)
         self.build_info.labels(version=_version()).set(1)

@@ -96,6 +96,12 @@ class Pipeline:
         self._changed: set[str] = set()
         self._warned_partitions: set[str] = set()
 
+    def prepare(self) -> None:
+        """Load the embedding model now, so that no batch pays for it (and a missing model fails at start)."""
+        load = getattr(self.embedder, "load", None)
+        if load is not None:
+            load()
+
     @property
     def monitors(self) -> dict[str, LabelMonitor]:
         """Each dataset's monitor in memory."""

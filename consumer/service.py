@@ -7,8 +7,10 @@ review events carry the same deterministic ``event_id``.
 
 One iteration, in order:
 
-1. ``poll`` up to ``max_poll_records`` records;
-2. decode, embed and judge them (:class:`~consumer.pipeline.Pipeline`);
+1. ``poll`` up to ``max_poll_records`` records, fewer when the measured cost per record says more
+   would not fit in a quarter of ``max_poll_interval_ms`` (:class:`~consumer.pacing.PollPacer`);
+2. decode, embed and judge them (:class:`~consumer.pipeline.Pipeline`), in chunks when they take
+   long; records not reached once the time budget is spent are handed back to the next poll;
 3. produce review events (keyed by ``sample_id``), dead letters (with error headers) and, when a
    verdict topic is set, one verdict per processed sample. The re-audits a completed learning step
    queues are spread over the batches until the next step, and idle polls run slices of
@@ -31,9 +33,10 @@ from dataclasses import dataclass
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.errors import CommitFailedError, KafkaError
-from kafka.structs import OffsetAndMetadata
+from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from consumer.health import Health
+from consumer.pacing import PollPacer
 from consumer.pipeline import BatchResult, InputRecord, Pipeline
 from consumer.routing import ReviewRouter, parse_routes
 from consumer.settings import Settings
@@ -104,6 +107,7 @@ class LabelwatchService:
                                    budget=settings.review_budget, window_s=settings.review_budget_window_s,
                                    deferred_topic=settings.review_deferred_topic)
         self.stats = ServiceStats()
+        self.pacer = PollPacer.for_poll_interval(settings.max_poll_interval_ms, settings.max_poll_records)
         self.stop_event = threading.Event()
         self.assigned = threading.Event()
         self._pending: dict = {}  # partition -> next offset, processed and delivered but not committed
@@ -133,6 +137,8 @@ class LabelwatchService:
     def run(self) -> ServiceStats:
         """Consume until :meth:`stop` is called; checkpoint and close on the way out."""
         s = self.settings
+        # before joining the group: loading a text model takes seconds, which no poll interval should pay
+        self.pipeline.prepare()
         log.info("connecting to %s (%s)", s.bootstrap_servers, s.security_protocol)
         self._consumer_ref = consumer = self._consumer()
         self._producer_ref = producer = self._producer()
@@ -145,7 +151,7 @@ class LabelwatchService:
                 try:
                     # with re-audits waiting, only look for records: when none came, run a slice of them
                     polled = consumer.poll(timeout_ms=0 if self.pipeline.pending_reaudits else self.settings.poll_timeout_ms,
-                                           max_records=self.settings.max_poll_records)
+                                           max_records=self.pacer.poll_records())
                 except KafkaError as error:
                     # kafka-python 3 raises from poll() while no broker answers (a restart, a network
                     # split): nothing was consumed, so wait and poll again; /readyz reports it
@@ -160,7 +166,7 @@ class LabelwatchService:
                 self.health.polled(broker_reachable=_connected(consumer), assigned=len(assignment))
                 try:
                     if polled:
-                        self._handle(producer, polled)
+                        self._handle(consumer, producer, polled)
                     elif self.pipeline.pending_reaudits:  # idle: get ahead with the queued re-audits
                         self._reaudit_slice(producer)
                 except BaseException:
@@ -216,7 +222,14 @@ class LabelwatchService:
         self.pipeline.publish_annotator_metrics(self.settings.annotator_metrics_top)
         log.debug("checkpoint: %d datasets saved, %d partitions committed", saved, len(offsets))
 
-    def _handle(self, producer: KafkaProducer, polled) -> None:
+    def _handle(self, consumer: KafkaConsumer, producer: KafkaProducer, polled) -> None:
+        """Judge a poll's records and deliver the outputs, within the pacer's time budget.
+
+        A poll the pacer expects to outlast a quarter of its budget is worked in chunks; once the
+        budget is spent, the records not reached are handed back (the consumer seeks to the first
+        of each partition) and come again with the next poll, so no poll's work outlasts
+        ``max_poll_interval_ms`` and the group never evicts this consumer for being slow.
+        """
         started = time.perf_counter()
         records = [
             InputRecord(value=r.value, source=SourcePosition(topic=r.topic, partition=r.partition, offset=r.offset),
@@ -225,18 +238,29 @@ class LabelwatchService:
         ]
         corrections_topic = self.settings.corrections_topic
         corrections = [r for r in records if corrections_topic and r.source.topic == corrections_topic]
-        rejected_corrections = []
+        result = BatchResult()
         if corrections:
             # reviewers' answers first: they may hold back a flag on a similar sample in this very batch
             records = [r for r in records if r.source.topic != corrections_topic]
-            rejected_corrections = self.pipeline.correct(corrections).dead_letters
+            result.dead_letters += self.pipeline.correct(corrections).dead_letters
             self.stats.corrections += len(corrections)
-        result = self.pipeline.process(records, defer_reaudits=self.settings.reaudit_slice > 0)
-        self._deliver(producer, BatchResult(result.events, result.verdicts,
-                                            rejected_corrections + result.dead_letters))  # one flush per batch
-        for tp, batch in polled.items():
-            if batch:
-                self._pending[tp] = batch[-1].offset + 1
+        done, chunk = 0, self.pacer.chunk_records()
+        while done < len(records) and not (done and self.pacer.spent(time.perf_counter() - started)):
+            part = records[done:done + chunk]
+            part_started = time.perf_counter()
+            part_result = self.pipeline.process(part, defer_reaudits=self.settings.reaudit_slice > 0)
+            self.pacer.observe(len(part), time.perf_counter() - part_started)
+            result.events += part_result.events
+            result.verdicts += part_result.verdicts
+            result.dead_letters += part_result.dead_letters
+            result.n_processed += part_result.n_processed
+            done += len(part)
+        records, handed_back = records[:done], records[done:]
+        self._hand_back(consumer, handed_back)
+        self._deliver(producer, result)  # one flush per poll
+        for record in corrections + records:
+            tp = TopicPartition(record.source.topic, record.source.partition)
+            self._pending[tp] = max(self._pending.get(tp, 0), record.source.offset + 1)
         now = time.time()
         for record in records:
             if record.timestamp_ms and record.timestamp_ms > 0:
@@ -249,6 +273,19 @@ class LabelwatchService:
         self.stats.dead_lettered += len(result.dead_letters)
         self.stats.review_events += len(result.events)
         self.stats.batches += 1
+
+    def _hand_back(self, consumer: KafkaConsumer, records: list[InputRecord]) -> None:
+        """Seek each partition back to its first record in ``records``: the next poll brings them again."""
+        first: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = TopicPartition(record.source.topic, record.source.partition)
+            first[tp] = min(first.get(tp, record.source.offset), record.source.offset)
+        for tp, offset in first.items():
+            consumer.seek(tp, offset)
+        if records:
+            self.metrics.records_handed_back.inc(len(records))
+            log.debug("poll budget of %.1f s spent: %d records handed back to the next poll",
+                      self.pacer.budget_s, len(records))
 
     def _reaudit_slice(self, producer: KafkaProducer) -> None:
         """Run ``reaudit_slice`` deferred re-audits, while no records wait, and deliver their late verdicts.
