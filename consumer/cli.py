@@ -89,9 +89,6 @@ def cmd_run(args) -> int:
     if settings.metrics_port:
         serve(metrics, health, settings.metrics_port, settings.metrics_host,
               reports={"/annotators": pipeline.annotator_report, "/clusters": pipeline.cluster_report})
-    if settings.embedding_preload:
-        pipeline.embedder.load()
-    health.model_ready = True
     service = LabelwatchService(settings, pipeline, health)
     def on_signal(signum, _frame):
         if not service.started:  # still connecting: nothing consumed, nothing to save

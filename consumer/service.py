@@ -137,8 +137,9 @@ class LabelwatchService:
     def run(self) -> ServiceStats:
         """Consume until :meth:`stop` is called; checkpoint and close on the way out."""
         s = self.settings
-        # before joining the group: loading a text model takes seconds, which no poll interval should pay
-        self.pipeline.prepare()
+        if s.embedding_preload:  # before joining the group: no poll interval should pay for loading a model
+            self.pipeline.prepare()
+        self.health.model_ready = True
         log.info("connecting to %s (%s)", s.bootstrap_servers, s.security_protocol)
         self._consumer_ref = consumer = self._consumer()
         self._producer_ref = producer = self._producer()

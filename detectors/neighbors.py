@@ -139,16 +139,43 @@ class NeighborIndex:
             for row, sample_id in enumerate(ids[start:stop]):
                 if sample_id in positions:  # leave the sample itself out of its vote
                     sims[row, positions[sample_id]] = -np.inf
-            nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-            weights = np.take_along_axis(sims, nearest, axis=1)
-            weights = np.where(np.isfinite(weights), np.maximum(weights, 0.0) + 1e-6, 0.0)
-            cells = np.repeat(np.arange(len(nearest)) * n_classes, k) + owner[nearest].ravel()
-            block = np.bincount(cells, weights=weights.ravel().astype(np.float64),
-                                minlength=len(nearest) * n_classes).reshape(len(nearest), n_classes)
+            rows, columns, weights = nearest_with_ties(sims, k)
+            cells = rows * n_classes + owner[columns]
+            block = np.bincount(cells, weights=weights, minlength=(stop - start) * n_classes).reshape(-1, n_classes)
             out[start:stop] = block / np.maximum(block.sum(axis=1, keepdims=True), 1e-12)
 
         search_in_parallel(vote, len(queries), chunk)
         return out
+
+
+TIE_TOLERANCE = 1e-5
+"""Similarities closer than this to the k-th nearest are tied with it. Float32 products move a
+similarity by about 1e-7 from one BLAS kernel to another; a tie broken by those bits would make a
+verdict depend on the batch shape or the CPU (docs/reliability.md)."""
+
+
+def nearest_with_ties(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``k`` nearest columns of each row of ``sims``, as ``(rows, columns, weights)``, ties shared.
+
+    A column more similar than the k-th by over :data:`TIE_TOLERANCE` votes with its similarity
+    (at least 1e-6). The columns tied with the k-th, within the tolerance, share the places left
+    among them, so which of two duplicates of different labels fills the last place never depends
+    on the last bits of a float32 product. Without ties this is the plain top-k.
+
+    >>> sims = np.array([[0.9, 0.5, 0.5, 0.1]], dtype=np.float32)
+    >>> rows, columns, weights = nearest_with_ties(sims, 2)
+    >>> columns.tolist(), weights.round(3).tolist()
+    ([0, 1, 2], [0.9, 0.25, 0.25])
+    """
+    n = sims.shape[1]
+    kth = np.partition(sims, n - k, axis=1)[:, n - k]
+    rows, columns = np.nonzero(sims >= (kth - TIE_TOLERANCE)[:, None])
+    values = sims[rows, columns].astype(np.float64)
+    tied = values <= kth[rows] + TIE_TOLERANCE
+    n_tied = np.bincount(rows[tied], minlength=len(sims))
+    share = (k - np.bincount(rows[~tied], minlength=len(sims))) / np.maximum(n_tied, 1)
+    weights = np.where(np.isfinite(values), np.maximum(values, 0.0) + 1e-6, 0.0)
+    return rows, columns, weights * np.where(tied, share[rows], 1.0)
 
 
 _SEARCH_THREADS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)

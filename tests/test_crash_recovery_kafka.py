@@ -29,7 +29,7 @@ from consumer.topics import read_topic
 from schemas import DeadLetter, ReviewEvent, SampleVerdict
 from kafka_helpers import QUICK_GROUP, committed
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.replay]
 
 DIM, N_CLASSES = 16, 5
 MALFORMED = [b"{broken", b'{"sample_id": "x", "embedding": [1.0]}', b"\xff\xfe\x00",
