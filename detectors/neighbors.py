@@ -118,6 +118,18 @@ class NeighborIndex:
                              positions)
         return self._stacked
 
+    def _duplicates(self, matrix: np.ndarray) -> np.ndarray | None:
+        """:func:`duplicate_columns` of the stacked matrix, cached with it."""
+        cached = getattr(self, "_duplicates_of", None)  # (a checkpoint of an older release has none)
+        if cached is None or cached[0] is not matrix:
+            cached = self._duplicates_of = (matrix, duplicate_columns(matrix))
+        return cached[1]
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_duplicates_of", None)  # a cache, rebuilt on use
+        return state
+
     def predict_proba(self, vectors: np.ndarray, ids, *, chunk: int = 512) -> np.ndarray:
         """Similarity-weighted label votes of the ``k`` nearest stored samples, rows summing to 1.
 
@@ -129,6 +141,7 @@ class NeighborIndex:
         if len(self) < 2 or len(vectors) == 0:
             return out
         matrix, owner, positions = self._matrix()
+        duplicates = self._duplicates(matrix)
         queries = self._scaler.transform(vectors) if self.standardize else np.asarray(vectors, dtype=np.float32)
         queries = _unit_rows(queries)
         ids = list(ids)
@@ -136,6 +149,8 @@ class NeighborIndex:
 
         def vote(start: int, stop: int) -> None:
             sims = queries[start:stop] @ matrix.T
+            if duplicates is not None:
+                sims = sims[:, duplicates]
             for row, sample_id in enumerate(ids[start:stop]):
                 if sample_id in positions:  # leave the sample itself out of its vote
                     sims[row, positions[sample_id]] = -np.inf
@@ -148,19 +163,13 @@ class NeighborIndex:
         return out
 
 
-TIE_TOLERANCE = 1e-5
-"""Similarities closer than this to the k-th nearest are tied with it. Float32 products move a
-similarity by about 1e-7 from one BLAS kernel to another; a tie broken by those bits would make a
-verdict depend on the batch shape or the CPU (docs/reliability.md)."""
-
-
 def nearest_with_ties(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ``k`` nearest columns of each row of ``sims``, as ``(rows, columns, weights)``, ties shared.
 
-    A column more similar than the k-th by over :data:`TIE_TOLERANCE` votes with its similarity
-    (at least 1e-6). The columns tied with the k-th, within the tolerance, share the places left
-    among them, so which of two duplicates of different labels fills the last place never depends
-    on the last bits of a float32 product. Without ties this is the plain top-k.
+    A column more similar than the k-th votes with its similarity (at least 1e-6). Columns exactly
+    as similar as the k-th share the places left among them, so which of two duplicates of
+    different labels fills the last place depends on neither the column order nor how the
+    selection runs. Without ties this is the plain top-k.
 
     >>> sims = np.array([[0.9, 0.5, 0.5, 0.1]], dtype=np.float32)
     >>> rows, columns, weights = nearest_with_ties(sims, 2)
@@ -169,13 +178,31 @@ def nearest_with_ties(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray,
     """
     n = sims.shape[1]
     kth = np.partition(sims, n - k, axis=1)[:, n - k]
-    rows, columns = np.nonzero(sims >= (kth - TIE_TOLERANCE)[:, None])
+    rows, columns = np.nonzero(sims >= kth[:, None])
     values = sims[rows, columns].astype(np.float64)
-    tied = values <= kth[rows] + TIE_TOLERANCE
+    tied = values == kth[rows]
     n_tied = np.bincount(rows[tied], minlength=len(sims))
     share = (k - np.bincount(rows[~tied], minlength=len(sims))) / np.maximum(n_tied, 1)
     weights = np.where(np.isfinite(values), np.maximum(values, 0.0) + 1e-6, 0.0)
     return rows, columns, weights * np.where(tied, share[rows], 1.0)
+
+
+def duplicate_columns(matrix: np.ndarray) -> np.ndarray | None:
+    """For each row of ``matrix``, the first row identical to it; ``None`` when all rows differ.
+
+    BLAS may compute a query's product with two identical rows by different code paths (their
+    positions fall in different blocks), so duplicates can come out a float32 ulp apart. Reading
+    every duplicate's similarity from one of them makes the tie exact, whatever the kernel.
+
+    >>> duplicate_columns(np.array([[1.0, 0], [0, 1], [1.0, 0]])).tolist()
+    [0, 1, 0]
+    >>> duplicate_columns(np.eye(2)) is None
+    True
+    """
+    first: dict[bytes, int] = {}
+    canonical = np.fromiter((first.setdefault(row.tobytes(), i) for i, row in enumerate(matrix)),
+                            dtype=np.int64, count=len(matrix))
+    return None if len(first) == len(matrix) else canonical
 
 
 _SEARCH_THREADS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
