@@ -35,7 +35,7 @@ from consumer.pipeline import InputRecord, Pipeline  # noqa: E402
 from consumer.settings import Settings  # noqa: E402
 from detectors import monitor as monitor_module  # noqa: E402
 from detectors.cluster import ClusterDisagreement  # noqa: E402
-from detectors.crossfit import CrossFitModel  # noqa: E402
+from detectors.lda import FoldLDA  # noqa: E402
 from detectors.neighbors import NeighborIndex  # noqa: E402
 from schemas import SourcePosition  # noqa: E402
 
@@ -47,8 +47,8 @@ STAGES = [
     ("learn (every detector)", monitor_module.LabelMonitor, "_learn_pending"),
     ("re-audit (rescoring due samples)", monitor_module.LabelMonitor, "_reaudit"),
     ("  neighbour search (judge + re-audit + learn)", NeighborIndex, "predict_proba"),
-    ("  cross-fitted model predictions", CrossFitModel, "predict_proba"),
-    ("  cross-fitted model learning", CrossFitModel, "learn"),
+    ("  cross-fitted LDA predictions", FoldLDA, "predict_proba"),
+    ("  cross-fitted LDA learning", FoldLDA, "learn"),
     ("  K-means assign", ClusterDisagreement, "score_many"),
     ("  K-means learn", ClusterDisagreement, "learn_many"),
     ("drift watch (ADWIN)", Pipeline, "_watch_drift"),

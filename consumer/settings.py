@@ -95,7 +95,8 @@ class Settings(BaseSettings):
     neighbors_per_class: int = Field(1000, ge=2, description="Reservoir size of the neighbour index, per label.")
     neighbor_agreement: float = Field(0.7, gt=0, le=1, description="Vote share the neighbors detector needs to flag.")
     neighbor_weight: float = Field(1.0, ge=0, description="Weight of the neighbour vote in confident learning.")
-    cross_fit_weight: float = Field(1.0, ge=0, description="Weight of the cross-fitted river model in confident learning.")
+    cross_fit_weight: float = Field(1.0, ge=0, description="Weight of the cross-fitted LDA model in confident learning (0 turns it off); "
+                                       "with neighbours, the data chooses how the two share their weights' sum.")
     cross_fit_features: int = Field(384, ge=1, description="Wider vectors are randomly projected to this many for that model.")
     online_budget_share: float = Field(
         0.25, gt=0, le=1, description="Share of a label's estimated noise rate that may be flagged before re-audit.")

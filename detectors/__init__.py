@@ -8,7 +8,7 @@ from detectors.combine import Combiner
 from detectors.model import ModelDisagreement, RandomProjection, blend
 from detectors.consensus import Consensus, ConsensusResult
 from detectors.confident import ClassThresholds, ConfidentLearning, confident_disagreement
-from detectors.crossfit import CrossFitModel
+from detectors.lda import FoldLDA
 from detectors.folds import fold_of
 from detectors.monitor import DETECTORS, Assessment, LabelMonitor, LateVerdict, MonitorConfig
 from detectors.neighbors import NeighborAgreement, NeighborIndex, RunningStandardizer
@@ -23,7 +23,7 @@ __all__ = [
     "Consensus",
     "ConsensusResult",
     "ConfidentLearning",
-    "CrossFitModel",
+    "FoldLDA",
     "LateVerdict",
     "NeighborAgreement",
     "NeighborIndex",

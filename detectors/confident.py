@@ -181,8 +181,10 @@ class ConfidentLearning(Detector):
     """Confident learning (Northcutt et al.), computed online over blended evidence.
 
     Out-of-sample class probabilities come from several sources, blended *before* thresholding:
-    a similarity-weighted vote of past neighbours (:class:`NeighborIndex`), a cross-fitted river
-    model (:class:`CrossFitModel`), and the producer's own prediction when a message carries one.
+    a similarity-weighted vote of past neighbours (:class:`NeighborIndex`), a cross-fitted
+    shrinkage LDA (:class:`~detectors.lda.FoldLDA`), and the producer's own prediction when a
+    message carries one. Neighbours and model share their weight in the proportion that ranks the
+    given labels best on samples not learned yet (:class:`SourceMix`).
     Per-class thresholds are kept online (:class:`ClassThresholds`), and a sample is flagged by
     cleanlab's rule (:func:`confident_disagreement`). The score is ``1 - `` cleanlab's label
     quality score (``cleanlab.rank.get_label_quality_scores``) of the blended probabilities.

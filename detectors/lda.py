@@ -45,8 +45,10 @@ class _Sums:
 class FoldLDA:
     """``n_folds`` shrinkage LDA models; model *f* has learned every sample except those of fold *f*.
 
-    As in :class:`~detectors.crossfit.CrossFitModel`, a sample is always predicted by the model of
-    its own fold, so its probabilities stay out of sample when it is re-scored after learning.
+    A sample's fold comes from a stable hash of its id (:func:`~detectors.folds.fold_of`), and it
+    is always predicted by the model of its own fold, which has never learned it: k-fold
+    cross-validation in streaming form. So its probabilities stay out of sample when it is
+    re-scored long after it was learned.
     The shrinkage is chosen by the data: before a step is learned, its samples (out of sample for
     every model) score each candidate by log loss, and the running best is used.
 

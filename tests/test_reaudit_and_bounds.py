@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 
 from consumer.pipeline import InputRecord, Pipeline
-from detectors import Batch, ConfidentLearning, CrossFitModel, LabelIndex, LabelMonitor, MonitorConfig, NeighborIndex
+from detectors import Batch, ConfidentLearning, FoldLDA, LabelIndex, LabelMonitor, MonitorConfig, NeighborIndex
 from schemas import make_event_id
 
 CENTERS = np.array([[4.0, 0, 0, 0], [0, 4.0, 0, 0], [0, 0, 4.0, 0]])
@@ -74,7 +74,7 @@ def test_flush_reaudits_the_whole_window_and_late_events_keep_deterministic_ids(
 def test_crossfit_rescoring_stays_out_of_sample():
     # a sample learned with a deliberately wrong label must not be "confirmed" by its own fold model
     classes = LabelIndex()
-    model = CrossFitModel(classes, n_folds=3)
+    model = FoldLDA(classes, n_folds=3)
     vectors, labels, _ = stream(600, seed=2)
     ids = [f"c{i}" for i in range(600)]
     model.learn(vectors, classes.encode(labels), ids)
