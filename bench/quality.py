@@ -37,7 +37,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +47,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.report import cpu_model, replace_section  # noqa: E402
 from consumer.datasets import DATASETS, LabeledData, corrupted_ids, inject_noise, load, to_messages  # noqa: E402
+from consumer.evaluate import auprc, detection_metrics  # noqa: E402,F401  (the metrics `labelwatch evaluate` prints)
 
 #: setting name -> (noise kind, noise rate)
 SETTINGS = {"uniform10": ("uniform", 0.10), "uniform20": ("uniform", 0.20), "pairflip20": ("pairflip", 0.20)}
@@ -59,36 +59,6 @@ LIVE = re.compile(r"\((\d+) of the events while streaming")
 
 
 # --------------------------------------------------------------------------------------------- metrics
-
-def detection_metrics(flagged: set[str], truth: set[str], n: int) -> dict:
-    """Precision, recall and F1 of ``flagged`` against the ``truth`` set, and the share reviewed.
-
-    >>> m = detection_metrics({"a", "b", "c", "d"}, {"a", "b", "e"}, 10)
-    >>> (m["tp"], round(m["precision"], 3), round(m["recall"], 3), round(m["f1"], 3), m["review_fraction"])
-    (2, 0.5, 0.667, 0.571, 0.4)
-    """
-    tp = len(flagged & truth)
-    precision = tp / len(flagged) if flagged else 0.0
-    recall = tp / len(truth) if truth else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
-    return {"n": n, "n_flagged": len(flagged), "n_corrupted": len(truth), "tp": tp, "precision": precision,
-            "recall": recall, "f1": f1, "review_fraction": len(flagged) / n if n else 0.0}
-
-
-def auprc(scores: dict[str, float], truth: set[str], ids: list[str]) -> float:
-    """Average precision of ``scores`` (higher = more likely mislabeled) with ``truth`` as positives.
-
-    Ids without a score count as 0.
-
-    >>> round(auprc({"a": 0.9, "b": 0.8, "c": 0.7, "d": 0.1}, {"a", "c"}, ["a", "b", "c", "d"]), 4)
-    0.8333
-    """
-    from sklearn.metrics import average_precision_score
-
-    y_true = np.array([i in truth for i in ids], dtype=bool)
-    y_score = np.array([scores.get(i, 0.0) for i in ids], dtype=np.float64)
-    return float(average_precision_score(y_true, y_score))
-
 
 # -------------------------------------------------------------------------------------------- features
 
@@ -226,35 +196,13 @@ def cleanlab_baseline(case: Case, cache_dir: Path = CACHE_DIR, refresh: bool = F
         return result
     import cleanlab
     import sklearn
-    from cleanlab.filter import find_label_issues
-    from cleanlab.rank import get_label_quality_scores
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
-    x = stream_features(case.data)
+    from consumer.evaluate import cleanlab_reference
+
     started = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        pred_probs = cross_val_predict(
-            make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)), x, case.noisy,
-            cv=StratifiedKFold(n_splits=5, shuffle=True, random_state=case.seed), method="predict_proba")
-    issues = find_label_issues(case.noisy, pred_probs)
-    quality = get_label_quality_scores(case.noisy, pred_probs)
-    seconds = time.perf_counter() - started
-    ids = case.ids
-    flagged = {ids[i] for i in np.flatnonzero(issues).tolist()}
-    scores = dict(zip(ids, (1.0 - quality).tolist()))
-    result = detection_metrics(flagged, case.truth, len(ids))
-    result.update({
-        "auprc": auprc(scores, case.truth, ids),
-        "seconds": seconds,
-        "convergence_warnings": sum(issubclass(w.category, ConvergenceWarning) for w in caught),
-        "cleanlab": cleanlab.__version__,
-        "sklearn": sklearn.__version__,
-    })
+    result = cleanlab_reference(stream_features(case.data), case.noisy, case.ids, case.truth, case.seed)
+    result.update({"seconds": time.perf_counter() - started, "cleanlab": cleanlab.__version__,
+                   "sklearn": sklearn.__version__})
     cache_dir.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(result, indent=2) + "\n")
     result["cached"] = False

@@ -48,12 +48,12 @@ def _setup_logging(level: str, fmt: str = "text") -> None:
     setup_logging(level, fmt)
 
 
-def _pipeline(settings: Settings, metrics=None, state=None):
+def _pipeline(settings: Settings, metrics=None, state=None, embedder=None):
     from consumer.embedding import SentenceEmbedder
     from consumer.pipeline import Pipeline
 
-    embedder = SentenceEmbedder(settings.embedding_model, batch_size=settings.embedding_batch_size,
-                                device=settings.embedding_device)
+    embedder = embedder or SentenceEmbedder(settings.embedding_model, batch_size=settings.embedding_batch_size,
+                                            device=settings.embedding_device)
     return Pipeline(settings.monitor_config(), embedder, metrics=metrics,
                     max_message_bytes=settings.max_message_bytes, state=state)
 
@@ -144,6 +144,21 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from consumer.evaluate import KINDS, evaluate
+
+    settings = _settings(args, DETECTOR_FIELDS + EMBEDDING_FIELDS)
+    if not args.input.exists():
+        raise SystemExit(f"labelwatch: no such input file: {args.input}")
+    if not 0 < args.noise < 1 or args.kind not in KINDS or args.seeds < 1:
+        raise SystemExit("labelwatch evaluate: --noise must be in (0, 1), --kind uniform or pair, --seeds at least 1")
+    _setup_logging("WARNING")
+    shared = _pipeline(settings)  # one embedding model for every seed
+    evaluate(args.input, lambda: _pipeline(settings, embedder=shared.embedder), noise=args.noise, kind=args.kind,
+             seeds=args.seeds, baseline=not args.no_baseline)
+    return 0
+
+
 def cmd_export(args) -> int:
     from consumer.export import write
     from schemas import ReviewEvent
@@ -194,6 +209,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Write the annotator report (JSON list, worst estimated error rate first).")
     _add_settings(audit, DETECTOR_FIELDS + EMBEDDING_FIELDS)
     audit.set_defaults(handler=cmd_audit)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="What to expect on your own labelled JSONL: inject label noise with fixed seeds, "
+                         "run the pipeline, print precision, recall, F1, review fraction and AUPRC beside cleanlab's.")
+    evaluate.add_argument("input", type=Path, help="AnnotatedSample JSON lines whose labels you trust.")
+    evaluate.add_argument("--noise", type=float, default=0.1, help="Share of labels to corrupt (default 0.1).")
+    evaluate.add_argument("--kind", default="uniform", help="uniform (any other label) or pair (class c to c+1).")
+    evaluate.add_argument("--seeds", type=int, default=3, help="Noise seeds 0..N-1, one run each (default 3).")
+    evaluate.add_argument("--no-baseline", action="store_true", help="Skip cleanlab's batch reference.")
+    _add_settings(evaluate, DETECTOR_FIELDS + EMBEDDING_FIELDS)
+    evaluate.set_defaults(handler=cmd_evaluate)
 
     demo = commands.add_parser("demo", help="Stream a real dataset with known label noise through labelwatch.")
     demo.add_argument("--dataset", default="digits", choices=DATASETS)
