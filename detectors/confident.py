@@ -97,6 +97,10 @@ class NoiseBudget:
     def noise_rate(self, label: int) -> float:
         return self._issues.get(label, 0) / max(self._seen.get(label, 0), 1)
 
+    def error_rate(self) -> float:
+        """Issues over samples, all labels together."""
+        return sum(self._issues.values()) / max(sum(self._seen.values()), 1)
+
     def within(self, self_confidence: np.ndarray, label_ids: np.ndarray, share: float = 1.0) -> np.ndarray:
         """Whether each sample is among the lowest ``share`` × noise-rate self-confidences of its label."""
         out = np.zeros(len(label_ids), dtype=bool)
@@ -328,6 +332,10 @@ class ConfidentLearning(Detector):
         sources = self._sources(batch)
         self._remember(batch, sources)
         return self._judge(self._blend(sources, len(batch)), label_ids, self.thresholds.values(len(self.classes)))
+
+    def estimated_error_rate(self) -> float:
+        """The share of learned samples the confident joint counts as mislabelled (cleanlab's estimate)."""
+        return self.budget.error_rate()
 
     def rescore_many(self, batch: Batch, *, refit_thresholds: bool = False) -> list[Signal]:
         """Re-judge learned samples out of sample; ``refit_thresholds`` recomputes the thresholds

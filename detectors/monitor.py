@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -163,10 +165,14 @@ class LabelMonitor:
     _unlearned: list = field(default_factory=list, repr=False)
     _corrections: list = field(default_factory=list, repr=False)
     _due: list = field(default_factory=list, repr=False)  # deferred re-audits of the last learned step
+    n_flagged_live: int = 0  # flags sent while streaming (first verdicts and re-audits)
+    _budget: dict = field(default_factory=lambda: {"at_step": 0, "first": 0, "late": 0}, repr=False)
 
     def __setstate__(self, state: dict) -> None:
-        # checkpoints written before re-audits could be deferred have no queue: they ran at once
-        self.__dict__.update({"_due": [], **state})
+        # checkpoints written before re-audits could be deferred have no queue: they ran at once;
+        # those written before the live flag budget count no flags
+        self.__dict__.update({"_due": [], "n_flagged_live": 0, "_budget": {"at_step": 0, "first": 0, "late": 0},
+                              **state})
 
     @classmethod
     def from_config(cls, config: MonitorConfig) -> LabelMonitor:
@@ -229,7 +235,7 @@ class LabelMonitor:
     def _judge(self, batch: Batch, payloads: Sequence[Any]) -> list[Assessment]:
         per_detector = {d.name: d.score_many(batch) for d in self.detectors}
         assessments = [self._assess({name: sigs[i] for name, sigs in per_detector.items()}) for i in range(len(batch))]
-        assessments = self._hold_back(assessments, batch.vectors, batch.labels)
+        assessments = self._within_budget(self._hold_back(assessments, batch.vectors, batch.labels), late=False)
         probas = batch.user_probas or [None] * len(batch)
         for i, assessment in enumerate(assessments):
             arrived = self.n_seen + i
@@ -256,6 +262,51 @@ class LabelMonitor:
                                                 "bar": round(bar, 4)}), assessment.signals)
             held.append(assessment)
         return held
+
+    def _allowance(self, n: int) -> float | None:
+        """How many flags may have been sent while streaming after ``n`` samples; ``None``: no limit
+        (confident learning does not vote, so its estimate is not about what is flagged)."""
+        confident = self.detector("confident")
+        if confident is None or (self.voters is not None and "confident" not in self.voters):
+            return None
+        rate = confident.estimated_error_rate()
+        # the estimate's own uncertainty, two binomial standard deviations, and one: a flagrant
+        # error on a stream that looked clean so far still gets through
+        return rate * n + 2 * math.sqrt(n * rate * (1 - rate)) + 1
+
+    def _within_budget(self, assessments: list[Assessment], *, late: bool) -> list[Assessment]:
+        """Withdraw flags beyond the live flag budget.
+
+        First verdicts and re-audits share one budget: no more flags while streaming than the
+        label errors that confident learning estimates among the samples seen
+        (:meth:`~detectors.ConfidentLearning.estimated_error_rate`), with a margin for the
+        uncertainty of that estimate. A withdrawn flag is not lost: its sample stays in the window,
+        and a later re-audit may flag it once the budget allows.
+
+        Replays must decide alike however polls cut the stream, and re-audits interleave with
+        first verdicts differently for different cuts. So each kind spends against what was spent
+        up to the last learning step, plus its own flags since, counted in an order no cut
+        changes: first verdicts in stream order, re-audits in queue order. Between two steps the
+        two together may overshoot by what each spent since; every step settles the account.
+        """
+        if not any(a.verdict.flagged for a in assessments):
+            return assessments
+        state = self._budget
+        kept = []
+        for i, assessment in enumerate(assessments):
+            verdict = assessment.verdict
+            if verdict.flagged:
+                allowance = self._allowance(self.n_learned if late else self.n_seen + i + 1)
+                spent = state["at_step"] + state["late" if late else "first"]
+                if allowance is not None and spent + 1 > allowance:
+                    assessment = Assessment(Signal(verdict.score, False, None,
+                                                   {**verdict.details, "over_budget": round(allowance, 1)}),
+                                            assessment.signals)
+                else:
+                    state["late" if late else "first"] += 1
+                    self.n_flagged_live += 1
+            kept.append(assessment)
+        return kept
 
     def correct(self, sample_id: str, outcome: str, corrected_label: str | None = None) -> str:
         """Apply a reviewer's answer about a recent sample; returns what was done.
@@ -298,6 +349,7 @@ class LabelMonitor:
         """
         late = self.run_reaudits()
         self._learn_pending(scored)
+        self._budget = {"at_step": self.n_flagged_live, "first": 0, "late": 0}  # the account settled
         due = [p for p in self._window if not p.assessment.verdict.flagged and p.due <= self.n_learned]
         for entry in due:
             entry.due = entry.arrived + REAUDIT_GROWTH * (entry.due - entry.arrived)
@@ -340,6 +392,8 @@ class LabelMonitor:
         assessments = [self._assess({name: (sigs[i] if sigs is not None else entry.assessment.signals[name])
                                      for name, sigs in rescored.items()}) for i, entry in enumerate(pending)]
         assessments = self._hold_back(assessments, batch.vectors, batch.labels)
+        if not refit_thresholds:  # (the final re-audit: cleanlab's find_label_issues decides alone)
+            assessments = self._within_budget(assessments, late=True)
         for entry, assessment in zip(pending, assessments):
             if assessment.verdict.flagged:
                 entry.assessment = assessment

@@ -120,3 +120,21 @@ def test_confident_learning_blends_the_user_prediction_before_thresholding():
     (with_user,) = detector.score_many(Batch.of([[2.0, 2.0, 0, 0]], ["a"], [sure]))
     (without,) = detector.score_many(Batch.of([[2.0, 2.0, 0, 0]], ["a"]))
     assert with_user.score > without.score
+
+
+def test_flags_sent_while_streaming_stay_within_the_estimated_number_of_label_errors():
+    # cluster disagreement and confident learning both vote (union): first verdicts and re-audits
+    # share one budget, confident learning's estimate of the label errors among the samples seen
+    from dataclasses import replace
+
+    from test_replay_determinism import CONFIG, sequence
+
+    vectors, labels, ids = sequence(n=3000, dim=16)
+    monitor = LabelMonitor.from_config(replace(CONFIG, policy="union"))
+    withdrawn = 0
+    for start in range(0, 3000, 100):
+        rows = slice(start, start + 100)
+        assessments, late = monitor.process(Batch.of(vectors[rows], labels[rows], ids=ids[rows]), payloads=ids[rows])
+        withdrawn += sum("over_budget" in a.verdict.details for a in assessments)
+    assert withdrawn > 0, "the budget must have bound, or this proves little"
+    assert monitor.n_flagged_live <= monitor._allowance(monitor.n_seen)
