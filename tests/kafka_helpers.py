@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.admin import NewTopic
 
 QUICK_GROUP = {"LABELWATCH_MAX_POLL_INTERVAL_MS": "10000", "LABELWATCH_SESSION_TIMEOUT_MS": "6000",
                "LABELWATCH_HEARTBEAT_INTERVAL_MS": "2000", "LABELWATCH_EMBEDDING_PRELOAD": "false"}
@@ -16,3 +17,14 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
         return sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in range(partitions))
     finally:
         consumer.close(autocommit=False)
+
+
+def fresh_topics(bootstrap: str, unique_name, *kinds: str) -> dict[str, str]:
+    """One new single-partition topic per kind, with a unique name; returns kind -> name."""
+    names = {kind: unique_name(kind) for kind in kinds}
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(name, 1, 1) for name in names.values()])
+    finally:
+        admin.close()
+    return names

@@ -15,14 +15,14 @@ import zlib
 import numpy as np
 import orjson
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.admin import NewTopic
+from kafka import KafkaConsumer, KafkaProducer
 
 from consumer.metrics import Metrics
 from consumer.pipeline import Pipeline
 from consumer.service import LabelwatchService
 from consumer.settings import Settings
 from detectors import MonitorConfig
+from kafka_helpers import fresh_topics
 from schemas import SampleVerdict
 
 pytestmark = pytest.mark.kafka
@@ -46,10 +46,7 @@ class SlowingEmbedder:
 
 def test_slow_polls_are_cut_to_the_time_budget_and_nothing_is_judged_twice(kafka_broker, unique_name):
     bootstrap = kafka_broker.bootstrap_servers
-    names = {n: unique_name(n) for n in ("in", "reviews", "dlq", "verdicts")}
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.create_topics([NewTopic(t, 1, 1) for t in names.values()])
-    admin.close()
+    names = fresh_topics(bootstrap, unique_name, "in", "reviews", "dlq", "verdicts")
     settings = Settings(bootstrap_servers=bootstrap, input_topic=names["in"], review_topic=names["reviews"],
                         dlq_topic=names["dlq"], verdict_topic=names["verdicts"], group_id=names["in"],
                         max_poll_interval_ms=3_000, session_timeout_ms=6_000, heartbeat_interval_ms=1_000,

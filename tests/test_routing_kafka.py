@@ -98,11 +98,10 @@ def test_corrections_from_the_corrections_topic_hold_back_similar_flags(kafka_br
     from detectors import MonitorConfig
     from test_corrections import stream
 
+    from kafka_helpers import fresh_topics
+
     bootstrap = kafka_broker.bootstrap_servers
-    names = {n: unique_name(n) for n in ("in", "corrections", "reviews", "dlq")}
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.create_topics([NewTopic(t, 1, 1) for t in names.values()])
-    admin.close()
+    names = fresh_topics(bootstrap, unique_name, "in", "corrections", "reviews", "dlq")
     messages, wrong = stream(1500, seed=4)
     settings = Settings(bootstrap_servers=bootstrap, input_topic=names["in"], corrections_topic=names["corrections"],
                         review_topic=names["reviews"], dlq_topic=names["dlq"], group_id=names["in"],
