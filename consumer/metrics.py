@@ -65,6 +65,10 @@ class Metrics:
         self.consumer_lag = Gauge(
             "labelwatch_consumer_lag", "Records behind the end of each input partition.",
             ["topic", "partition"], registry=r)
+        self.offset_resets = Counter(
+            "labelwatch_offset_resets_total",
+            "Saved offsets found void (the topic was created again, or its log ends before them): records judged anew.",
+            registry=r)
         self.samples_replayed = Counter(
             "labelwatch_samples_replayed_total",
             "Records replayed after a restart that the restored state had already judged (skipped).", registry=r)

@@ -45,6 +45,10 @@ class DatasetState:
     cluster_drift: ShareDrift = field(default_factory=ShareDrift)
     consensus: Consensus = field(default_factory=Consensus)
     reviewed: dict[str, int] = field(default_factory=dict)  # reviewers' answers by outcome
+    topic_ids: dict[str, str] = field(default_factory=dict)  # the incarnation of each topic the positions refer to
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update({"topic_ids": {}, **state})  # (checkpoints from before topic ids were kept)
 
 
 def disagreement(assessment: Assessment) -> bool | None:
@@ -95,6 +99,17 @@ class Pipeline:
         self.datasets: dict[str, DatasetState] = {}
         self._changed: set[str] = set()
         self._warned_partitions: set[str] = set()
+        self.log_ends: dict[tuple[str, int], int] = {}
+        self.topic_ids: dict[str, str] = {}
+
+    def observe_log(self, log_ends: dict[tuple[str, int], int], topic_ids: dict[str, str]) -> None:
+        """What the broker says of the input log now: each partition's end offset, each topic's id.
+
+        A saved position is only valid for the log it was taken from: :meth:`process` voids it when
+        the topic's id changed (deleted and created again) or the log now ends before it (lost).
+        """
+        self.log_ends.update(log_ends)
+        self.topic_ids.update(topic_ids)
 
     def prepare(self) -> None:
         """Load the embedding model now, so that no batch pays for it (and a missing model fails at start)."""
@@ -182,8 +197,33 @@ class Pipeline:
                 vectors[i] = vector
         return vectors
 
+    def _void_stale_positions(self, dataset: str, state: DatasetState, items) -> None:
+        """Forget saved positions that belong to another incarnation of the topic, or past the log's end.
+
+        Skipping by such a position would drop new records silently: after a broker lost its log,
+        offsets start again at 0, below every position saved before. The learned state is kept.
+        """
+        for key in {(r.source.topic, r.source.partition) for r, _ in items if r.source is not None}:
+            saved = state.positions.get(key)
+            if saved is None:
+                continue
+            topic_id, known_id = self.topic_ids.get(key[0]), state.topic_ids.get(key[0])
+            log_end = self.log_ends.get(key)
+            if topic_id and known_id and topic_id != known_id:
+                reason = f"the topic was created again (id {known_id} -> {topic_id})"
+            elif log_end is not None and log_end < saved:
+                reason = f"the log now ends at offset {log_end}, before it (lost or truncated)"
+            else:
+                continue
+            del state.positions[key]
+            self.metrics.offset_resets.inc()
+            self._changed.add(dataset)
+            log.warning("dataset %r: the saved offset %d of %s[%d] is void: %s. Its records are judged as new; "
+                        "the learned state is kept", dataset, saved, key[0], key[1], reason)
+
     def _unseen(self, dataset: str, state: DatasetState, items):
         """The items the dataset's state has not judged yet; replays of judged ones are counted and skipped."""
+        self._void_stale_positions(dataset, state, items)
         fresh = []
         for record, sample in items:
             source = record.source
@@ -198,6 +238,8 @@ class Pipeline:
             if record.source is not None:
                 key = (record.source.topic, record.source.partition)
                 state.positions[key] = max(state.positions.get(key, 0), record.source.offset + 1)
+                if key[0] in self.topic_ids:
+                    state.topic_ids[key[0]] = self.topic_ids[key[0]]
         if len(state.positions) > 1 and dataset not in self._warned_partitions:
             self._warned_partitions.add(dataset)
             log.warning("dataset %r arrives on %d partitions: key messages by dataset, or the order of its samples "

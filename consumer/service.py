@@ -239,6 +239,7 @@ class LabelwatchService:
         ]
         corrections_topic = self.settings.corrections_topic
         corrections = [r for r in records if corrections_topic and r.source.topic == corrections_topic]
+        self.pipeline.observe_log(*_log_of(consumer, polled))
         result = BatchResult()
         if corrections:
             # reviewers' answers first: they may hold back a flag on a similar sample in this very batch
@@ -365,6 +366,29 @@ class LabelwatchService:
             if position is not None:
                 self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
                     max(0, highwater - position))
+
+
+def _log_of(consumer: KafkaConsumer, polled) -> tuple[dict[tuple[str, int], int], dict[str, str]]:
+    """The end offset of each polled partition (from the fetch that brought its records) and each topic's id.
+
+    Topic ids come from kafka-python's cluster metadata, a private API: if it changes shape, the
+    end offsets alone still catch a log that lost records.
+    """
+    ends = {}
+    for tp in polled:
+        end = consumer.highwater(tp)
+        if end is not None:
+            ends[(tp.topic, tp.partition)] = end
+    ids = {}
+    try:
+        cluster = consumer._client.cluster
+        for topic in {tp.topic for tp in polled}:
+            topic_id = cluster.topic_id(topic)
+            if topic_id is not None and topic_id.int != 0:
+                ids[topic] = str(topic_id)
+    except Exception:  # noqa: BLE001 - a private API: degrade to end offsets only
+        pass
+    return ends, ids
 
 
 def _connected(consumer: KafkaConsumer) -> bool:
