@@ -99,7 +99,8 @@ class Settings(BaseSettings):
                                        "with neighbours, the data chooses how the two share their weights' sum.")
     cross_fit_features: int = Field(384, ge=1, description="Wider vectors are randomly projected to this many for that model.")
     online_budget_share: float = Field(
-        0.25, gt=0, le=1, description="Share of a label's estimated noise rate that may be flagged before re-audit.")
+        0.25, gt=0, le=1, description="Share of a label's estimated noise rate that first verdicts and each live re-audit "
+                                      "may flag (the final re-audit of `audit` uses all of it).")
     n_folds: int = Field(5, ge=2, description="Folds of the cross-fitted model.")
     min_class_count: int = Field(5, ge=1, description="Samples of a label before it gets a threshold.")
     reaudit_window: int = Field(10_000, ge=1, description="Recent samples kept for retrospective re-audit.")

@@ -217,7 +217,7 @@ class ConfidentLearning(Detector):
 
     def __init__(self, *, k: int = 10, per_class: int = 1000, n_folds: int = 5, neighbor_weight: float = 1.0,
                  model_weight: float = 0.0, user_weight: float = 0.5, min_class_count: int = 5, warmup: int = 50,
-                 model_max_features: int = 64, budget_share: float = 0.25, reaudit_budget_share: float = 0.5,
+                 model_max_features: int = 64, budget_share: float = 0.25, reaudit_budget_share: float | None = None,
                  quality_method: str = "self_confidence", seed: int = 0):
         self.k = k
         self.per_class = per_class
@@ -229,7 +229,8 @@ class ConfidentLearning(Detector):
         self.warmup = warmup
         self.model_max_features = model_max_features
         self.budget_share = budget_share
-        self.reaudit_budget_share = reaudit_budget_share
+        # live re-audits spend like first verdicts: a flag sent while streaming cannot be taken back
+        self.reaudit_budget_share = budget_share if reaudit_budget_share is None else reaudit_budget_share
         self.quality_method = quality_method
         self.seed = seed
         self.classes = LabelIndex()
