@@ -6,8 +6,8 @@ the real CLI is run over it, exactly as a user would:
 
     python -m consumer audit INPUT.jsonl --out EVENTS.jsonl --verdicts-out VERDICTS.jsonl [AUDIT ARGS]
 
-Flagged = distinct sample ids in EVENTS; score = max ``score`` over a sample's VERDICTS records (a
-late re-audit can revise it). Side by side, cleanlab's batch method sees the same feature matrix:
+Flagged = distinct sample ids in EVENTS; score = a sample's latest ``score`` in VERDICTS (the final
+re-audit gives its last word on every sample of the window it re-scores). Side by side, cleanlab's batch method sees the same feature matrix:
 5-fold out-of-fold ``predict_proba`` of StandardScaler + LogisticRegression, then
 ``cleanlab.filter.find_label_issues`` (defaults); its score is ``1 - get_label_quality_scores``.
 Baseline results are cached per (dataset, setting, seed) in ``bench/out/``.
@@ -158,7 +158,7 @@ def run_audit(case: Case, workdir: Path, audit_args: list[str]) -> dict:
         n_verdicts += 1
         n_late += bool(record.get("late"))
         sid = record["sample_id"]
-        scores[sid] = max(scores.get(sid, 0.0), float(record["score"]))
+        scores[sid] = float(record["score"])  # the latest verdict: the final re-audit's, where there is one
         if record.get("flagged"):
             flagged_verdicts.add(sid)
     ids = case.ids
@@ -267,7 +267,8 @@ def quality_table(rows: list[dict], env: dict, seed: int) -> str:
     lines = ["## Detection quality: labelwatch vs cleanlab", ""] + _header(env, "Each row runs")
     lines += [
         f"Noise and stream order seeded with {seed}; pair-flip moves class c to c+1. Flagged = distinct "
-        "sample ids in EVENTS; labelwatch AUPRC scores each sample by its max verdict `score`. "
+        "sample ids in EVENTS; labelwatch AUPRC scores each sample by its latest verdict `score` (the final "
+        "re-audit's, which gives one to every sample of the window it re-scores). "
         "cleanlab = 5-fold (stratified, shuffled, same seed) out-of-fold `predict_proba` of "
         "StandardScaler + LogisticRegression(max_iter=1000) on the same features, then "
         "`cleanlab.filter.find_label_issues` (defaults); AUPRC score = 1 - `get_label_quality_scores`. "

@@ -112,7 +112,7 @@ def read_labelled(path: Path, pipeline: Pipeline) -> Labelled:
 
 def run_labelwatch(make_pipeline, data: Labelled, noisy: np.ndarray, order: np.ndarray, *, batch_size: int = 500,
                    progress=None) -> tuple[set[str], dict[str, float], set[str]]:
-    """Stream the samples with ``noisy`` labels, in ``order``; returns (flagged, max score per id, flagged live)."""
+    """Stream the samples with ``noisy`` labels, in ``order``; returns (flagged, latest score per id, flagged live)."""
     pipeline = make_pipeline()
     flagged: set[str] = set()
     scores: dict[str, float] = {}
@@ -120,7 +120,7 @@ def run_labelwatch(make_pipeline, data: Labelled, noisy: np.ndarray, order: np.n
     def absorb(result) -> None:
         flagged.update(e.sample_id for e in result.events)
         for v in result.verdicts:
-            scores[v.sample_id] = max(scores.get(v.sample_id, 0.0), v.score)
+            scores[v.sample_id] = v.score  # the latest: the final re-audit's last word, where there is one
 
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size].tolist()

@@ -306,7 +306,7 @@ class Pipeline:
     def _record_late(self, state: DatasetState, late, result: BatchResult) -> None:
         for verdict in late:
             self._record(verdict.payload, verdict.assessment, result, late=True)
-            if verdict.payload[0].annotator_id:
+            if verdict.assessment.verdict.flagged and verdict.payload[0].annotator_id:
                 state.annotators.flag_later(verdict.payload[0].annotator_id)
 
     @property
@@ -457,9 +457,10 @@ class Pipeline:
                 self.metrics.detector_flags.labels(detector=reason.detector).inc()
 
     def flush(self) -> BatchResult:
-        """Final re-audit of every dataset's window: late verdicts for samples now found suspect."""
+        """Final re-audit of every dataset's window: a late verdict on every sample it re-scored (the
+        last word on each, scored with all the evidence), and late events for those now found suspect."""
         result = BatchResult()
         for dataset, state in self.datasets.items():
             self._changed.add(dataset)
-            self._record_late(state, state.monitor.flush(), result)
+            self._record_late(state, state.monitor.flush(every=True), result)
         return result

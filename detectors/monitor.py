@@ -369,15 +369,19 @@ class LabelMonitor:
         self.n_learned += len(self._unlearned)
         self._unlearned, self._corrections = [], []
 
-    def flush(self) -> list[LateVerdict]:
+    def flush(self, *, every: bool = False) -> list[LateVerdict]:
         """Run queued re-audits, learn the unfinished step, then re-audit every clean sample in the
-        window, thresholds refitted."""
+        window, thresholds refitted.
+
+        With ``every``, the final re-audit returns its verdict on every sample it re-scored, clean
+        ones too: the end of the input's last word on each sample, with all the evidence there is.
+        """
         late = self.run_reaudits()
         self._learn_pending()
         pending = [p for p in self._window if not p.assessment.verdict.flagged]
-        return late + self._reaudit(pending, refit_thresholds=True)
+        return late + self._reaudit(pending, refit_thresholds=True, every=every)
 
-    def _reaudit(self, pending: list[_Pending], *, refit_thresholds: bool) -> list[LateVerdict]:
+    def _reaudit(self, pending: list[_Pending], *, refit_thresholds: bool, every: bool = False) -> list[LateVerdict]:
         if not pending:
             return []
         batch = _batch_of(pending)
@@ -397,6 +401,8 @@ class LabelMonitor:
         for entry, assessment in zip(pending, assessments):
             if assessment.verdict.flagged:
                 entry.assessment = assessment
+                late.append(LateVerdict(entry.payload, assessment))
+            elif every:
                 late.append(LateVerdict(entry.payload, assessment))
         return late
 

@@ -66,7 +66,10 @@ def test_flush_reaudits_the_whole_window_and_late_events_keep_deterministic_ids(
     assert len(caught) / len(truth) >= 0.8
     for event in final.events:
         assert event.event_id == make_event_id(event.dataset, event.sample_id, event.label, "flagged")
-    assert all(v.late and v.flagged for v in final.verdicts)
+    # the final re-audit's last word on every sample not flagged before, flagged or clean
+    assert all(v.late for v in final.verdicts)
+    assert {v.sample_id for v in final.verdicts if v.flagged} == {e.sample_id for e in final.events}
+    assert {v.sample_id for v in final.verdicts} == {f"x{i}" for i in range(600)} - {e.sample_id for e in live}
     live_again, final_again, _, _ = run()
     assert [e.event_id for e in final_again.events] == [e.event_id for e in final.events]
 
