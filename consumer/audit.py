@@ -43,7 +43,8 @@ def audit_file(pipeline: Pipeline, input_path: Path, out: IO[str], rejects: IO[s
 
     A bad line never stops the run: it is written to ``rejects`` as a JSON dead letter that names
     its line number. With ``verdicts``, every processed sample's score is written there too. At the
-    end of the input a final re-audit runs, and samples it flags are written as late events.
+    end of the input a final re-audit runs: samples it flags are written as late events, and with
+    ``verdicts`` its last word on every sample it re-scored follows as a late verdict.
     With ``annotators``, the annotator report (worst estimated error rate first) is written there
     as one JSON list.
     """

@@ -203,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("input", type=Path, help="JSONL file, one AnnotatedSample per line.")
     audit.add_argument("--out", type=Path, required=True, help="Where to write ReviewEvents as JSONL.")
     audit.add_argument("--rejects", type=Path, help="Where to write rejected lines (default: stderr).")
-    audit.add_argument("--verdicts-out", type=Path, help="Also write every sample's verdict and score as JSONL.")
+    audit.add_argument("--verdicts-out", type=Path, help="Also write every sample's verdict and score as JSONL, then the final re-audit's "
+                                                                "(late) verdict on every sample it re-scored.")
     audit.add_argument("--batch-size", type=int, default=500, help="Samples per micro-batch.")
     audit.add_argument("--annotators-out", type=Path,
                        help="Write the annotator report (JSON list, worst estimated error rate first).")
