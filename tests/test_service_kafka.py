@@ -93,6 +93,13 @@ def test_run_flags_corrupted_samples_dead_letters_bad_input_and_commits(kafka_br
             time.sleep(1)
         else:
             pytest.fail("the service did not commit every offset within 120 s")
+        while time.monotonic() < deadline:  # the idle stream runs the queued re-audits: let them finish
+            page = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+            if "labelwatch_reaudits_pending 0.0" in page:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the queued re-audits did not run within 120 s")
 
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
         assert f"labelwatch_samples_consumed_total {float(total)}" in metrics
@@ -130,9 +137,11 @@ def test_run_flags_corrupted_samples_dead_letters_bad_input_and_commits(kafka_br
     flagged = {e.sample_id for e in events}
     precision = len(flagged & truth) / len(flagged)
     recall = len(flagged & truth) / len(truth)
-    # a live stream has no end-of-input flush: precision first, recall grows with re-audits
+    # a live stream has no end-of-input flush: precision first, recall grows with re-audits. Live
+    # re-audits spend a quarter of the noise budget since 2026-11-29 (was half): fewer, surer live flags;
+    # the quality bench measures 0.39 live recall on one partition, this interleaves three (0.30 seen)
     assert precision >= 0.85, f"precision {precision:.2f}"
-    assert recall >= 0.35, f"recall {recall:.2f}"
+    assert recall >= 0.25, f"recall {recall:.2f}"
 
     # every input has a fate: a verdict for each valid sample (late re-audit verdicts come on top)
     verdicts = [SampleVerdict.model_validate_json(m.value) for m in
