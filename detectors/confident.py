@@ -85,14 +85,21 @@ class NoiseBudget:
         self._reservoirs: dict[int, list[float]] = {}
         self._seen: dict[int, int] = {}
         self._issues: dict[int, int] = {}
+        self._in_joint: dict[int, int] = {}
         self.ranks_by = "margin"
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         if state.get("ranks_by") != "margin":  # (older checkpoints kept self-confidences: they start over)
             self._reservoirs, self.ranks_by = {}, "margin"
+        if "_in_joint" not in state:  # (nor did they count the confident joint's rows: every sample counts)
+            self._in_joint = dict(self._seen)
 
-    def update(self, margins: np.ndarray, label_ids: np.ndarray, rule_flags: np.ndarray) -> None:
+    def update(self, margins: np.ndarray, label_ids: np.ndarray, rule_flags: np.ndarray,
+               in_joint: np.ndarray | None = None) -> None:
+        in_joint = np.ones(len(label_ids), dtype=bool) if in_joint is None else in_joint
+        for label, counted in zip(label_ids.tolist(), in_joint.tolist()):
+            self._in_joint[label] = self._in_joint.get(label, 0) + int(counted)
         for m, label, flagged in zip(margins.tolist(), label_ids.tolist(), rule_flags.tolist()):
             seen = self._seen.get(label, 0)
             reservoir = self._reservoirs.setdefault(label, [])
@@ -111,6 +118,15 @@ class NoiseBudget:
     def error_rate(self) -> float:
         """Issues over samples, all labels together."""
         return sum(self._issues.values()) / max(sum(self._seen.values()), 1)
+
+    def calibrated_error_rate(self) -> float:
+        """The share of samples mislabelled by cleanlab's calibrated confident joint: each label's row
+        rescaled from the samples that entered the joint (cleared some class's threshold) to all of
+        the label's samples, so a label's estimate is its issues over its samples in the joint."""
+        seen = sum(self._seen.values())
+        issues = sum(self._issues.get(label, 0) * n / max(self._in_joint.get(label, 0), 1)
+                     for label, n in self._seen.items())
+        return min(issues / max(seen, 1), 1.0)
 
     def within(self, margins: np.ndarray, label_ids: np.ndarray, share: float = 1.0) -> np.ndarray:
         """Whether each sample is among the highest ``share`` × noise-rate margins of its label."""
@@ -358,8 +374,8 @@ class ConfidentLearning(Detector):
         return self._judge(self._blend(sources, len(batch)), label_ids, self.thresholds.values(len(self.classes)))
 
     def estimated_error_rate(self) -> float:
-        """The share of learned samples the confident joint counts as mislabelled (cleanlab's estimate)."""
-        return self.budget.error_rate()
+        """The share of learned samples mislabelled, estimated as cleanlab does: the calibrated confident joint."""
+        return self.budget.calibrated_error_rate()
 
     def rescore_many(self, batch: Batch, *, refit_thresholds: bool = False) -> list[Signal]:
         """Re-judge learned samples out of sample; ``refit_thresholds`` recomputes the thresholds
@@ -437,9 +453,11 @@ class ConfidentLearning(Detector):
         learned = np.pad(self._learned_per_class, (0, len(self.classes) - len(self._learned_per_class)))
         has_evidence = (proba.sum(axis=1) > 0) & (learned[label_ids] >= self.min_class_count)
         self.thresholds.update(proba[has_evidence], label_ids[has_evidence])
-        rule, _ = confident_disagreement(proba, label_ids, self.thresholds.values(len(self.classes)))
+        thresholds = self.thresholds.values(len(self.classes))
+        rule, _ = confident_disagreement(proba, label_ids, thresholds)
+        counted = (proba >= thresholds[None, :]).any(axis=1)  # in the confident joint
         self.budget.update(label_margin(proba[has_evidence], label_ids[has_evidence]), label_ids[has_evidence],
-                           rule[has_evidence])
+                           rule[has_evidence], counted[has_evidence])
         if self.neighbors is not None:
             self.neighbors.learn(batch.vectors, label_ids, batch.keys())
         if self.model is not None:

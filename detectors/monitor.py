@@ -308,6 +308,21 @@ class LabelMonitor:
             kept.append(assessment)
         return kept
 
+    def _within_final_budget(self, assessments: list[Assessment]) -> list[Assessment]:
+        """The final re-audit's share of the one flag budget: what streaming left of the estimated
+        number of label errors among the samples learned; beyond it, the flags with the lowest
+        scores are withdrawn (ties: the later sample)."""
+        allowance = self._allowance(self.n_learned)
+        flagged = [i for i, a in enumerate(assessments) if a.verdict.flagged]
+        if allowance is None or self.n_flagged_live + len(flagged) <= allowance:
+            return assessments
+        room = max(0, math.floor(allowance) - self.n_flagged_live)
+        kept = set(sorted(flagged, key=lambda i: (-assessments[i].verdict.score, i))[:room])
+        return [a if not a.verdict.flagged or i in kept else
+                Assessment(Signal(a.verdict.score, False, None, {**a.verdict.details, "over_budget": round(allowance, 1)}),
+                           a.signals)
+                for i, a in enumerate(assessments)]
+
     def correct(self, sample_id: str, outcome: str, corrected_label: str | None = None) -> str:
         """Apply a reviewer's answer about a recent sample; returns what was done.
 
@@ -396,7 +411,9 @@ class LabelMonitor:
         assessments = [self._assess({name: (sigs[i] if sigs is not None else entry.assessment.signals[name])
                                      for name, sigs in rescored.items()}) for i, entry in enumerate(pending)]
         assessments = self._hold_back(assessments, batch.vectors, batch.labels)
-        if not refit_thresholds:  # (the final re-audit: cleanlab's find_label_issues decides alone)
+        if refit_thresholds:  # the final re-audit: cleanlab's find_label_issues decides, within what is left
+            assessments = self._within_final_budget(assessments)
+        else:
             assessments = self._within_budget(assessments, late=True)
         for entry, assessment in zip(pending, assessments):
             if assessment.verdict.flagged:

@@ -162,10 +162,44 @@ def test_a_noise_budget_from_an_older_checkpoint_drops_its_self_confidences_and_
 
     old = NoiseBudget(capacity=100, min_count=1)
     old.update(np.linspace(0, 1, 10), np.zeros(10, dtype=int), np.arange(10) < 2)
-    del old.__dict__["ranks_by"]  # what releases before margin ranking pickled
+    del old.__dict__["ranks_by"], old.__dict__["_in_joint"]  # what releases before margin ranking pickled
     restored = pickle.loads(pickle.dumps(old))
     assert restored.ranks_by == "margin" and restored._reservoirs == {}
-    assert restored.noise_rate(0) == 0.2 and restored.error_rate() == 0.2
+    assert restored.noise_rate(0) == 0.2 and restored.error_rate() == 0.2 == restored.calibrated_error_rate()
     assert not restored.within(np.array([1.0]), np.array([0])).any()  # no margins yet: nothing within
     restored.update(np.linspace(-1, 1, 10), np.zeros(10, dtype=int), np.zeros(10, dtype=bool))
     assert restored.within(np.array([1.0]), np.array([0])).tolist() == [True]
+
+
+def test_the_final_reaudit_flags_only_what_streaming_left_of_the_budget_and_keeps_the_highest_scores():
+    import copy
+
+    vectors, labels, _ = stream(1500, seed=3, noise=0.2)
+    ids = [f"s{i}" for i in range(1500)]
+    monitor = LabelMonitor.from_config(MonitorConfig(learning_step=100, reaudit_delay=100))
+    for start in range(0, 1500, 100):
+        rows = slice(start, start + 100)
+        monitor.process(Batch.of(vectors[rows], labels[rows], ids=ids[rows]), payloads=ids[rows])
+    unbounded = copy.deepcopy(monitor)
+    unbounded._allowance = lambda n: None
+    scores = {late.payload: late.assessment.verdict.score for late in unbounded.flush() if late.assessment.verdict.flagged}
+    # an estimate that leaves room for 20 more flags than streaming sent, fewer than cleanlab would add
+    room = 20
+    assert len(scores) > room
+    monitor._allowance = lambda n: monitor.n_flagged_live + room + 0.5
+    final = [late for late in monitor.flush() if late.assessment.verdict.flagged]
+    assert len(final) == room
+    assert sorted(late.assessment.verdict.score for late in final) == sorted(scores.values())[-room:]
+
+
+def test_the_error_estimate_is_calibrated_like_cleanlabs_confident_joint():
+    from detectors.confident import NoiseBudget
+
+    budget = NoiseBudget(capacity=100, min_count=1)
+    # label 0: 10 samples, 4 of them in the confident joint, 1 of those confidently another class;
+    # label 1: 10 samples, all in the joint, none another class
+    budget.update(np.zeros(10), np.zeros(10, dtype=int), np.arange(10) == 0, np.arange(10) < 4)
+    budget.update(np.zeros(10), np.ones(10, dtype=int), np.zeros(10, dtype=bool), np.ones(10, dtype=bool))
+    assert budget.error_rate() == 1 / 20  # the raw count
+    assert budget.calibrated_error_rate() == (1 / 4 * 10) / 20  # label 0's row rescaled from 4 samples to 10
+    assert budget.noise_rate(0) == 1 / 10  # each label's live share stays on the lower, raw rate
