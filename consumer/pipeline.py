@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from consumer.metrics import Metrics
 from consumer.records import (DEAD_LETTER_KEEP_BYTES, BatchResult, InputRecord, _describe, decode,  # noqa: F401
-                              review_event, sample_verdict)
+                              reject, review_event, sample_verdict)
 from consumer.state import StateStore
 from detectors import (AnnotatorQuality, Assessment, Batch, Consensus, LabelMonitor, MonitorConfig, ShareDrift,
                        Signal)
@@ -258,8 +258,7 @@ class Pipeline:
         for (record, sample), vector in zip(items, vectors):
             if len(vector) != dimension:
                 reason = f"embedding has dimension {len(vector)}, dataset {dataset!r} uses {dimension}"
-                result.dead_letters.append((record, DeadLetter.from_bytes(
-                    record.value, reason=reason, error_type="dimension_mismatch", source=record.source)))
+                result.dead_letters.append((record, reject(record, reason, "dimension_mismatch")))
             else:
                 kept.append((record, sample))
                 kept_vectors.append(vector)
@@ -271,9 +270,8 @@ class Pipeline:
         if not finite.all():
             for row in np.flatnonzero(~finite).tolist():
                 record = kept[row][0]
-                result.dead_letters.append((record, DeadLetter.from_bytes(
-                    record.value, reason=f"embedding values must lie within float32 range (|x| <= {FLOAT32_MAX:.4g})",
-                    error_type="schema", source=record.source, keep_bytes=DEAD_LETTER_KEEP_BYTES)))
+                result.dead_letters.append((record, reject(
+                    record, f"embedding values must lie within float32 range (|x| <= {FLOAT32_MAX:.4g})", "schema")))
             kept, matrix = [item for item, ok in zip(kept, finite.tolist()) if ok], matrix[finite]
             if not kept:
                 return
@@ -393,9 +391,8 @@ class Pipeline:
                 correction = Correction.model_validate_json(record.value)
             except (ValidationError, ValueError) as error:
                 reason = _describe(error) if isinstance(error, ValidationError) else str(error)
-                result.dead_letters.append((record, DeadLetter.from_bytes(
-                    record.value, reason=f"invalid correction: {reason}", error_type="invalid_correction",
-                    source=record.source, exception=error, keep_bytes=DEAD_LETTER_KEEP_BYTES)))
+                result.dead_letters.append((record, reject(record, f"invalid correction: {reason}", "invalid_correction",
+                                                           error)))
                 self.metrics.samples_invalid.labels(reason="invalid_correction").inc()
                 continue
             state = self.dataset_state(correction.dataset)

@@ -49,28 +49,38 @@ the broker's message size (JSON escaping can grow text 6x) and could never be de
 whole record stays in the input topic at the position the letter names."""
 
 
+def reject(record: InputRecord, reason: str, error_type: str, exception: BaseException | None = None) -> DeadLetter:
+    """The dead letter of a record labelwatch cannot use: why, of what kind, and the record itself
+    (its first :data:`DEAD_LETTER_KEEP_BYTES` bytes; the whole of it stays at its source position).
+
+    Every dead letter is made here.
+
+    >>> letter = reject(InputRecord(b"oops"), "not JSON", "not_json")
+    >>> letter.error_type, letter.original
+    ('not_json', 'oops')
+    """
+    return DeadLetter.from_bytes(record.value, reason=reason, error_type=error_type, source=record.source,
+                                 exception=exception, keep_bytes=DEAD_LETTER_KEEP_BYTES)
+
+
 def decode(record: InputRecord, max_bytes: int) -> AnnotatedSample | DeadLetter:
     """Validate one raw record, or explain why it is rejected."""
-    def reject(reason: str, kind: str, exception: BaseException | None = None) -> DeadLetter:
-        return DeadLetter.from_bytes(record.value, reason=reason, error_type=kind, source=record.source,
-                                     exception=exception, keep_bytes=DEAD_LETTER_KEEP_BYTES)
-
     if record.value is None:
-        return reject("empty record (null value)", "empty")
+        return reject(record, "empty record (null value)", "empty")
     if len(record.value) > max_bytes:
-        return reject(f"record of {len(record.value)} bytes exceeds the limit of {max_bytes}", "too_large")
+        return reject(record, f"record of {len(record.value)} bytes exceeds the limit of {max_bytes}", "too_large")
     try:
         return AnnotatedSample.model_validate_json(record.value)
     except ValidationError as error:
         kind = "not_json" if any(e["type"] == "json_invalid" for e in error.errors()) else "schema"
-        return reject(_describe(error), kind, error)
+        return reject(record, _describe(error), kind, error)
 
 
 def review_event(sample: AnnotatedSample, assessment: Assessment, source: SourcePosition | None,
                  *, late: bool = False) -> ReviewEvent:
     """The review event for a flagged sample: its evidence, suggestion and a replay-stable id."""
     reasons = [
-        Reason(detector=name, score=min(max(signal.score, 0.0), 1.0), details=signal.details)
+        Reason(detector=name, score=signal.score, details=signal.details)
         for name, signal in assessment.signals.items()
         if signal.flagged
     ]
@@ -80,13 +90,13 @@ def review_event(sample: AnnotatedSample, assessment: Assessment, source: Source
         sample_id=sample.sample_id,
         label=sample.label,
         suggested_label=assessment.verdict.suggested_label,
-        score=min(max(assessment.verdict.score, 0.0), 1.0),
+        score=assessment.verdict.score,
         reasons=reasons,
         cluster_id=assessment.cluster_id,
         annotator_id=sample.annotator_id,
         late=late,
         source=source,
-        priority=priority_of(min(max(assessment.verdict.score, 0.0), 1.0), len(reasons)),
+        priority=priority_of(assessment.verdict.score, len(reasons)),
         text=sample.text,
     )
 
@@ -100,7 +110,7 @@ def sample_verdict(sample: AnnotatedSample, assessment: Assessment, source: Sour
         dataset=sample.dataset,
         sample_id=sample.sample_id,
         label=sample.label,
-        score=min(max(assessment.verdict.score, 0.0), 1.0),
+        score=assessment.verdict.score,
         flagged=assessment.verdict.flagged,
         late=late,
         source=source,

@@ -76,7 +76,7 @@ class Batch:
 class Signal:
     """One detector's judgement of one sample.
 
-    ``score`` is in [0, 1], higher means more likely mislabeled; ``flagged`` is the detector's own
+    ``score`` is in [0, 1] (clamped on creation), higher means more likely mislabeled; ``flagged`` is the detector's own
     verdict; ``suggested_label`` is the label it believes instead, if any.
     """
 
@@ -84,6 +84,11 @@ class Signal:
     flagged: bool
     suggested_label: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # the one place a score is clamped: detectors, the combiner and every output rely on [0, 1]
+        if not 0.0 <= self.score <= 1.0:
+            object.__setattr__(self, "score", min(max(float(self.score), 0.0), 1.0))
 
 
 NEUTRAL = Signal(score=0.0, flagged=False, details={"warming_up": True})

@@ -352,7 +352,7 @@ class ConfidentLearning(Detector):
         quality = get_label_quality_scores(label_ids, proba, method=self.quality_method)
         rows = np.arange(len(proba))
         # every per-row number at once, as Python floats; the loop only assembles signals
-        columns = zip((proba.sum(axis=1) == 0).tolist(), np.clip(1.0 - quality, 0.0, 1.0).tolist(),
+        columns = zip((proba.sum(axis=1) == 0).tolist(), (1.0 - quality).tolist(),
                       np.asarray(flags, dtype=bool).tolist(), best.tolist(), proba[rows, label_ids].tolist(),
                       proba[rows, best].tolist(), thresholds[best].tolist())
         signals = []

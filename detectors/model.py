@@ -149,7 +149,7 @@ class ModelDisagreement(Detector):
                        "p_predicted": round(proba[predicted], 4)}
             if user_proba:
                 details["user_model"] = True
-            signals.append(Signal(float(np.clip(1.0 - p_label, 0.0, 1.0)), flagged,
+            signals.append(Signal(float(1.0 - p_label), flagged,
                                   predicted if predicted != label else None, details))
         return signals
 

@@ -284,7 +284,7 @@ class NeighborAgreement(Detector):
             best = int(row.argmax())
             flagged = bool(best != label_id and row[best] >= self.agreement)
             suggested = self._classes.labels[best] if best != label_id else None
-            signals.append(Signal(float(np.clip(1.0 - row[label_id], 0.0, 1.0)), flagged, suggested,
+            signals.append(Signal(float(1.0 - row[label_id]), flagged, suggested,
                                   {"p_label": round(float(row[label_id]), 4), "neighbor_vote": round(float(row[best]), 4)}))
         return signals
 

@@ -361,3 +361,11 @@ def test_one_voter_fast_path_combines_like_the_general_rule(policy, flagged, sug
     combiner = Combiner.parse(policy)
     signals = {"confident": Signal(score, flagged, suggested, {})}
     assert combiner.combine(signals) == combiner._combine_any(signals)
+
+
+def test_a_signal_clamps_its_score_into_the_unit_interval_once_for_every_consumer():
+    from detectors import Signal
+
+    assert Signal(1.0000001, True).score == 1.0
+    assert Signal(-1e-9, False).score == 0.0
+    assert Signal(0.25, False).score == 0.25
