@@ -10,7 +10,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -19,36 +18,14 @@ from pydantic import ValidationError
 from consumer.metrics import Metrics
 from consumer.records import (DEAD_LETTER_KEEP_BYTES, BatchResult, InputRecord, _describe, decode,  # noqa: F401
                               reject, review_event, sample_verdict)
-from consumer.state import StateStore
-from detectors import (AnnotatorQuality, Assessment, Batch, Consensus, LabelMonitor, MonitorConfig, ShareDrift,
+from consumer.state import DatasetState, StateStore
+from detectors import (Assessment, Batch, LabelMonitor, MonitorConfig,
                        Signal)
 from schemas import AnnotatedSample, Correction, DeadLetter
 from schemas.sample import FLOAT32_MAX
 
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DatasetState:
-    """What a dataset's checkpoint holds: its detectors, and how far into each partition they judged.
-
-    ``positions`` maps ``(topic, partition)`` to the offset after the last record of this dataset
-    the monitor has judged. It is saved atomically with the monitor, so after a restart a replayed
-    record below it is known to be inside the state already, with its outputs delivered.
-    """
-
-    monitor: LabelMonitor
-    positions: dict[tuple[str, int], int] = field(default_factory=dict)
-    annotators: AnnotatorQuality = field(default_factory=AnnotatorQuality)
-    label_drift: ShareDrift = field(default_factory=ShareDrift)
-    cluster_drift: ShareDrift = field(default_factory=ShareDrift)
-    consensus: Consensus = field(default_factory=Consensus)
-    reviewed: dict[str, int] = field(default_factory=dict)  # reviewers' answers by outcome
-    topic_ids: dict[str, str] = field(default_factory=dict)  # the incarnation of each topic the positions refer to
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update({"topic_ids": {}, **state})  # (checkpoints from before topic ids were kept)
 
 
 def disagreement(assessment: Assessment) -> bool | None:
@@ -126,10 +103,6 @@ class Pipeline:
         """The dataset's state: from memory, else from its checkpoint, else fresh."""
         if dataset not in self.datasets:
             restored = self.state.load(dataset) if self.state is not None else None
-            if restored is not None and not isinstance(restored, DatasetState):
-                from consumer.state import CorruptStateError
-                raise CorruptStateError(f"checkpoint of dataset {dataset!r} holds a {type(restored).__name__}, "
-                                        "not a labelwatch DatasetState")
             self.datasets[dataset] = restored or DatasetState(LabelMonitor.from_config(self.monitor_config))
         return self.datasets[dataset]
 

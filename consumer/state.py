@@ -1,25 +1,66 @@
-"""Durable detector state: one checkpoint file per dataset, written atomically and verified on load.
+"""Durable detector state, in one place: what a dataset's checkpoint holds, how it is encoded
+and migrated, and the store that writes it atomically.
 
-A checkpoint is ``MAGIC | format version | blake2b digest | pickle`` of the dataset's
-:class:`~consumer.pipeline.DatasetState`: its :class:`~detectors.LabelMonitor` and, per input
-partition, the offset up to which it has judged, saved together so they can never disagree. It is written to a temporary file in the same directory,
-fsynced, then renamed over the previous one, so a crash mid-write leaves the previous
-checkpoint intact. Checkpoints are trusted local files (they are pickles): keep the state
-directory private to the service.
+A checkpoint is ``MAGIC | format version | blake2b digest | payload``. The payload (format 4) is a
+pickled plain dict of :class:`DatasetState`'s fields: detector objects (``detectors.*``), numpy
+arrays and schema models, but no class path of this service shell, so the shell's modules can
+move freely. Unpickling goes through :class:`_Unpickler`: it refuses modules outside
+:data:`ALLOWED_MODULES` and maps classes that moved (:data:`MOVED`), so a class that moves
+without an entry there fails ``tests/test_state.py``'s restore of a committed checkpoint of an
+older release instead of failing users' restarts. Older formats are read through
+:data:`MIGRATIONS`, one step per version.
+
+Files are written to a temporary file in the same directory, fsynced, then renamed over the
+previous one, so a crash mid-write leaves the previous checkpoint intact. Checkpoints are trusted
+local files (pickles, even restricted): keep the state directory private to the service.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import io
 import os
 import pickle
 import re
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from detectors import AnnotatorQuality, Consensus, LabelMonitor, ShareDrift
+
 MAGIC = b"LWCKPT"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 _HEADER = len(MAGIC) + 2 + 32
+ALLOWED_MODULES = ("detectors", "schemas", "numpy", "river", "sklearn", "scipy", "collections", "builtins",
+                   "copyreg", "_codecs", "datetime", "pydantic", "pydantic_core", "consumer.state")
+"""Top-level modules (or exact modules) whose classes a checkpoint may name."""
+MOVED: dict[tuple[str, str], tuple[str, str]] = {
+    ("consumer.pipeline", "DatasetState"): ("consumer.state", "DatasetState"),  # format 3 pickled the class itself
+}
+"""Classes that moved since a checkpoint naming them was written: old (module, name) -> new."""
+
+
+@dataclass
+class DatasetState:
+    """What a dataset's checkpoint holds: its detectors, and how far into each partition they judged.
+
+    ``positions`` maps ``(topic, partition)`` to the offset after the last record of this dataset
+    the monitor has judged. It is saved atomically with the monitor, so after a restart a replayed
+    record below it is known to be inside the state already, with its outputs delivered.
+    """
+
+    monitor: LabelMonitor
+    positions: dict[tuple[str, int], int] = field(default_factory=dict)
+    annotators: AnnotatorQuality = field(default_factory=AnnotatorQuality)
+    label_drift: ShareDrift = field(default_factory=ShareDrift)
+    cluster_drift: ShareDrift = field(default_factory=ShareDrift)
+    consensus: Consensus = field(default_factory=Consensus)
+    reviewed: dict[str, int] = field(default_factory=dict)  # reviewers' answers by outcome
+    topic_ids: dict[str, str] = field(default_factory=dict)  # the incarnation of each topic the positions refer to
+
+    def fields(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 class CorruptStateError(RuntimeError):
@@ -31,25 +72,50 @@ def _file_stem(dataset: str) -> str:
     return f"{slug}-{hashlib.blake2b(dataset.encode(), digest_size=8).hexdigest()}"
 
 
-def encode_checkpoint(state: object) -> bytes:
-    payload = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+def _migrate_3(state: object) -> dict:
+    """Format 3 pickled the DatasetState object itself (as ``consumer.pipeline.DatasetState``);
+    those written before topic ids were kept have none."""
+    return {"topic_ids": {}, **vars(state)}
+
+
+MIGRATIONS = {3: _migrate_3}
+"""Format N's unpickled payload -> format N + 1's (a dict of DatasetState fields from 4 on)."""
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        module, name = MOVED.get((module, name), (module, name))
+        if module not in ALLOWED_MODULES and module.split(".")[0] not in ALLOWED_MODULES:
+            raise pickle.UnpicklingError(f"a checkpoint may not name {module}.{name}")
+        return super().find_class(module, name)
+
+
+def encode_checkpoint(state: DatasetState) -> bytes:
+    payload = pickle.dumps(state.fields(), protocol=pickle.HIGHEST_PROTOCOL)
     return MAGIC + FORMAT_VERSION.to_bytes(2, "big") + hashlib.blake2b(payload, digest_size=32).digest() + payload
 
 
-def decode_checkpoint(blob: bytes, *, source: str = "checkpoint") -> object:
-    """The state in ``blob``, or :class:`CorruptStateError` saying exactly what is wrong."""
+def decode_checkpoint(blob: bytes, *, source: str = "checkpoint") -> DatasetState:
+    """The state in ``blob``, migrated from an older format if need be, or :class:`CorruptStateError`
+    saying exactly what is wrong."""
     hint = "move it away to keep it, or start with --fresh-state (LABELWATCH_FRESH_STATE=true) to set it aside"
     if len(blob) < _HEADER or not blob.startswith(MAGIC):
         raise CorruptStateError(f"{source} is not a labelwatch checkpoint: {hint}")
     version = int.from_bytes(blob[len(MAGIC):len(MAGIC) + 2], "big")
-    if version != FORMAT_VERSION:
-        raise CorruptStateError(f"{source} has format version {version}, this labelwatch reads {FORMAT_VERSION}: {hint}")
+    if version != FORMAT_VERSION and version not in MIGRATIONS:
+        raise CorruptStateError(f"{source} has format version {version}, this labelwatch reads "
+                                f"{min(MIGRATIONS, default=FORMAT_VERSION)} to {FORMAT_VERSION}: {hint}")
     digest, payload = blob[len(MAGIC) + 2:_HEADER], blob[_HEADER:]
     if hashlib.blake2b(payload, digest_size=32).digest() != digest:
         raise CorruptStateError(f"{source} is corrupt (checksum mismatch): {hint}")
     try:
-        return pickle.loads(payload)
-    except Exception as error:  # an incompatible library version, typically
+        state = _Unpickler(io.BytesIO(payload)).load()
+        while version < FORMAT_VERSION:
+            state, version = MIGRATIONS[version](state), version + 1
+        if not isinstance(state, dict):
+            raise TypeError(f"the payload is a {type(state).__name__}, not a dict of DatasetState fields")
+        return DatasetState(**state)
+    except Exception as error:  # an incompatible library version, a class that moved, a foreign payload
         raise CorruptStateError(f"{source} cannot be restored ({type(error).__name__}: {error}): {hint}") from error
 
 
@@ -57,10 +123,11 @@ class StateStore:
     """Checkpoints of every dataset's detector state under ``directory``.
 
     >>> import tempfile
+    >>> from detectors import MonitorConfig
     >>> store = StateStore(tempfile.mkdtemp())
-    >>> store.save("pets", {"learned": 3})
-    >>> store.load("pets"), store.load("cars")
-    ({'learned': 3}, None)
+    >>> store.save("pets", DatasetState(LabelMonitor.from_config(MonitorConfig()), positions={("in", 0): 3}))
+    >>> store.load("pets").positions, store.load("cars")
+    ({('in', 0): 3}, None)
     """
 
     def __init__(self, directory: str | os.PathLike):
@@ -70,7 +137,7 @@ class StateStore:
     def path(self, dataset: str) -> Path:
         return self.directory / f"{_file_stem(dataset)}.ckpt"
 
-    def save(self, dataset: str, state: object) -> None:
+    def save(self, dataset: str, state: DatasetState) -> None:
         """Write ``state`` atomically: the previous checkpoint survives a crash at any point."""
         target = self.path(dataset)
         temporary = target.with_suffix(f".tmp-{os.getpid()}")
@@ -85,7 +152,7 @@ class StateStore:
         finally:
             os.close(directory)
 
-    def load(self, dataset: str) -> object | None:
+    def load(self, dataset: str) -> DatasetState | None:
         """The dataset's last checkpoint; ``None`` if it has none; :class:`CorruptStateError` if unusable."""
         target = self.path(dataset)
         if not target.exists():

@@ -286,6 +286,10 @@ class ConfidentLearning(Detector):
         self._scored: list[tuple[Batch, np.ndarray]] = []
         self._scored_rows = 0
 
+    def __getstate__(self) -> dict:
+        # the probabilities of the step being judged are a cache: learn_many recomputes them alike
+        return {**self.__dict__, "_scored": [], "_scored_rows": 0}
+
     def __repr__(self) -> str:
         return f"ConfidentLearning(k={self.k}, neighbor_weight={self.neighbor_weight}, model_weight={self.model_weight})"
 

@@ -23,7 +23,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
-from consumer.pipeline import DatasetState
+from consumer.state import DatasetState
 from consumer.state import StateStore
 from consumer.topics import read_topic
 from schemas import DeadLetter, ReviewEvent, SampleVerdict

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import os
+import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import orjson
 import pytest
 
 from consumer.pipeline import InputRecord, Pipeline
-from consumer.state import CorruptStateError, StateStore, encode_checkpoint
-from detectors import MonitorConfig
-from schemas import SourcePosition
+from consumer.state import FORMAT_VERSION, MAGIC, CorruptStateError, DatasetState, StateStore, encode_checkpoint
+from detectors import LabelMonitor, MonitorConfig
+from schemas import SourcePosition, make_event_id
 from verdicts import assert_same_verdicts
 
 pytestmark = pytest.mark.replay
@@ -63,25 +68,29 @@ def test_checkpoint_saves_only_datasets_that_changed(tmp_path):
     assert pipeline.checkpoint() == 0
 
 
+def state_at(offset: int) -> DatasetState:
+    return DatasetState(LabelMonitor.from_config(CONFIG), positions={("in", 0): offset})
+
+
 def test_a_crash_mid_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
     store = StateStore(tmp_path)
-    store.save("pets", {"version": 1})
+    store.save("pets", state_at(1))
 
     def crash(*_):
         raise OSError("power cut")
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError):
-        store.save("pets", {"version": 2})
+        store.save("pets", state_at(2))
     monkeypatch.undo()
-    assert store.load("pets") == {"version": 1}
+    assert store.load("pets").positions == {("in", 0): 1}
     assert store.verify() == 1, "a half-written temporary file is not a checkpoint"
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "not-ours", "version"])
 def test_damaged_checkpoints_give_a_clear_error_and_are_not_dropped(tmp_path, damage):
     store = StateStore(tmp_path)
-    store.save("pets", {"learned": list(range(100))})
+    store.save("pets", state_at(100))
     path = store.path("pets")
     blob = bytearray(path.read_bytes())
     if damage == "flip":
@@ -91,7 +100,7 @@ def test_damaged_checkpoints_give_a_clear_error_and_are_not_dropped(tmp_path, da
     elif damage == "not-ours":
         blob = bytearray(b"hello world" * 10)
     else:
-        blob = bytearray(encode_checkpoint({"x": 1}))
+        blob = bytearray(encode_checkpoint(state_at(1)))
         blob[6:8] = (99).to_bytes(2, "big")
     path.write_bytes(bytes(blob))
     with pytest.raises(CorruptStateError, match="--fresh-state"):
@@ -103,7 +112,7 @@ def test_damaged_checkpoints_give_a_clear_error_and_are_not_dropped(tmp_path, da
 
 def test_run_refuses_corrupt_state_before_consuming_and_fresh_state_sets_it_aside(tmp_path):
     store = StateStore(tmp_path)
-    store.save("pets", {"learned": 1})
+    store.save("pets", state_at(1))
     store.path("pets").write_bytes(b"garbage")
     command = [sys.executable, "-m", "consumer", "run", "--bootstrap-servers", "127.0.0.1:1",
                "--state-dir", str(tmp_path), "--metrics-port", "0"]
@@ -150,3 +159,60 @@ def test_release_forgets_datasets_only_after_a_checkpoint(tmp_path):
     assert pipeline.datasets == {}
     run(pipeline, positioned(100, 200))
     assert pipeline.monitors["default"].n_seen == 200, "restored from the checkpoint, not started fresh"
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def _classes_named(payload: bytes) -> set[str]:
+    """Every module.name a pickle refers to, as the unpickler will ask for it."""
+    named = set()
+
+    class Recorder(pickle.Unpickler):
+        def find_class(self, module, name):
+            named.add(f"{module}.{name}")
+            return super().find_class(module, name)
+
+    Recorder(io.BytesIO(payload)).load()
+    return named
+
+
+def test_a_checkpoint_names_no_class_of_the_service_shell_and_drops_caches(tmp_path):
+    pipeline = Pipeline(CONFIG, None, state=StateStore(tmp_path))
+    run(pipeline, positioned(0, 150))  # mid-step: confident learning holds the step's probabilities
+    assert pipeline.monitors["default"].detector("confident")._scored, "the cache this test is about"
+    pipeline.checkpoint()
+    payload = StateStore(tmp_path).path("default").read_bytes()[len(MAGIC) + 2 + 32:]
+    named = _classes_named(payload)
+    assert not [n for n in named if n.startswith("consumer.")], named
+    assert "detectors.monitor.LabelMonitor" in named
+    assert StateStore(tmp_path).load("default").monitor.detector("confident")._scored == []
+
+
+def test_a_checkpoint_naming_a_module_outside_the_allowed_ones_is_refused(tmp_path):
+    payload = pickle.dumps({"monitor": subprocess.Popen})  # a class the state never holds
+    blob = MAGIC + FORMAT_VERSION.to_bytes(2, "big") + hashlib.blake2b(payload, digest_size=32).digest() + payload
+    (tmp_path / "x.ckpt").write_bytes(blob)
+    with pytest.raises(CorruptStateError, match="may not name subprocess.Popen"):
+        StateStore(tmp_path).verify()
+
+
+def test_a_format_3_checkpoint_of_the_previous_release_is_migrated_and_judges_as_that_release_did(tmp_path):
+    # checkpoint-v3-pets.ckpt was written by labelwatch at 8149b56 (format 3: the pickled
+    # consumer.pipeline.DatasetState); the -next file holds the records that followed it and the
+    # verdicts that release gave them. A detector class that moves without an entry in MOVED
+    # fails here, not in a user's restart.
+    (tmp_path / StateStore(tmp_path).path("pets").name).write_bytes((DATA / "checkpoint-v3-pets.ckpt").read_bytes())
+    expected = json.loads((DATA / "checkpoint-v3-pets-next.json").read_text())
+    pipeline = Pipeline(MonitorConfig(learning_step=50, reaudit_delay=20), None, state=StateStore(tmp_path))
+    state = pipeline.dataset_state("pets")
+    assert state.positions == {("annotations", 0): 240} and state.topic_ids == {}
+    assert state.monitor.n_seen == 240
+    records_after = [InputRecord(orjson.dumps(line), SourcePosition(topic="annotations", partition=0, offset=240 + i))
+                     for i, line in enumerate(expected["records"])]
+    got = [(v.sample_id, v.late, v.flagged, v.event_id, v.score) for v in pipeline.process(records_after).verdicts]
+    want = [(sid, late, flagged, make_event_id("pets", sid, line["label"], "flagged" if flagged else "clean"), score)
+            for (sid, flagged, late, score), line in zip(expected["verdicts"], expected["records"])]
+    assert_same_verdicts(got, want)
+    pipeline.checkpoint()
+    assert StateStore(tmp_path).path("pets").read_bytes()[len(MAGIC):len(MAGIC) + 2] == FORMAT_VERSION.to_bytes(2, "big")
