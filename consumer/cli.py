@@ -87,10 +87,13 @@ def cmd_run(args) -> int:
     metrics = Metrics()
     health = Health(stall_after_s=settings.max_poll_interval_ms / 1000)
     pipeline = _pipeline(settings, metrics, state)
+    server = None
     if settings.metrics_port:
-        serve(metrics, health, settings.metrics_port, settings.metrics_host,
-              reports={"/annotators": pipeline.annotator_report, "/clusters": pipeline.cluster_report})
+        server = serve(metrics, health, settings.metrics_port, settings.metrics_host,
+                       reports={"/annotators": pipeline.annotator_report, "/clusters": pipeline.cluster_report},
+                       api_token=settings.api_token.get_secret_value() if settings.api_token else None)
     service = LabelwatchService(settings, pipeline, health)
+
     def on_signal(signum, _frame):
         if not service.started:  # still connecting: nothing consumed, nothing to save
             raise SystemExit(128 + signum)
@@ -98,7 +101,12 @@ def cmd_run(args) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)
-    service.run()
+    try:
+        service.run()
+    finally:
+        if server:
+            server.shutdown()
+            server.server_close()
     return 0
 
 

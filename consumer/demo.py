@@ -12,6 +12,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from consumer.broker import LocalBroker, free_port
 from consumer.datasets import corrupted_ids, inject_noise, load, to_messages
 from consumer.embedding import SentenceEmbedder
+from consumer.health import Health, serve
 from consumer.metrics import Metrics
 from consumer.pipeline import Pipeline
 from consumer.service import LabelwatchService
@@ -57,14 +58,16 @@ def run_demo(settings: Settings, *, dataset: str = "digits", noise: float = 0.1,
             f"{noise:.0%} noise, seed {seed}) and {len(MALFORMED)} malformed messages")
 
         metrics = Metrics()
-        server = metrics.serve(port, "127.0.0.1")
-        stack.callback(server.shutdown)
+        health = Health(stall_after_s=settings.max_poll_interval_ms / 1000)
+        server = serve(metrics, health, port, "127.0.0.1")
+        stack.callback(server.server_close)
+        stack.callback(server.shutdown)  # callbacks run last first: stop serving, then close the socket
         out(f"metrics: http://127.0.0.1:{port}/metrics")
         embedder = SentenceEmbedder(settings.embedding_model, batch_size=settings.embedding_batch_size,
                                     device=settings.embedding_device)
         pipeline = Pipeline(settings.monitor_config(), embedder, metrics=metrics,
                             max_message_bytes=settings.max_message_bytes)
-        service = LabelwatchService(settings, pipeline)
+        service = LabelwatchService(settings, pipeline, health)
         thread = threading.Thread(target=service.run, name="labelwatch", daemon=True)
         started = time.perf_counter()
         thread.start()

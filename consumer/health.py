@@ -1,4 +1,4 @@
-"""Liveness, readiness and the HTTP endpoints that expose them next to ``/metrics``.
+"""Liveness, readiness and the one HTTP server of the service: ``/metrics``, the probes and the reports.
 
 ``/healthz`` answers 200 while the consume loop makes progress (it polled recently), 503 when it
 is stuck. ``/readyz`` answers 200 once the embedding model is loaded, a broker is reachable and
@@ -7,6 +7,7 @@ partitions are assigned, 503 before or otherwise. Both bodies are JSON that says
 
 from __future__ import annotations
 
+import hmac
 import json
 import threading
 import time
@@ -67,30 +68,61 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def serve(metrics: Metrics, health: Health, port: int, host: str = "0.0.0.0",
-          reports: dict[str, Callable[[], object]] | None = None):
-    """Serve ``/metrics``, ``/healthz``, ``/readyz`` and each of ``reports`` (path -> JSON-able
-    callable) in a background thread; returns the server.
+def serve(metrics: Metrics, health: Health, port: int, host: str = "0.0.0.0", *,
+          reports: dict[str, Callable[[], object]] | None = None, api_token: str | None = None):
+    """Serve ``/metrics`` (also at ``/``), ``/healthz``, ``/readyz`` and each of ``reports`` (path ->
+    JSON-able callable) in a background thread; returns the server: ``shutdown()`` and
+    ``server_close()`` it when the service ends.
 
-    ``port`` 0 picks a free port: read it from ``server.server_port``.
+    Reports reveal sample and annotator ids, so they answer only requests that carry
+    ``Authorization: Bearer <api_token>``; without an ``api_token`` they answer none (401). Any
+    other path is 404. ``port`` 0 picks a free port: read it from ``server.server_port``.
     """
     reports = reports or {}
     metrics_app = make_wsgi_app(metrics.registry)
 
     def app(environ, start_response):
         path = environ.get("PATH_INFO", "")
+        if path in ("/", "/metrics"):
+            return metrics_app(environ, start_response)
         if path in ("/healthz", "/readyz"):
             ok, detail = health.liveness() if path == "/healthz" else health.readiness()
-            body = json.dumps({"status": "ok" if ok else "unavailable", **detail}).encode()
-            start_response("200 OK" if ok else "503 Service Unavailable",
-                           [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-            return [body]
+            return _json(start_response, "200 OK" if ok else "503 Service Unavailable",
+                         {"status": "ok" if ok else "unavailable", **detail})
         if path in reports:
-            body = json.dumps(reports[path](), default=str).encode()
-            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-            return [body]
-        return metrics_app(environ, start_response)
+            refused = _refusal(environ.get("HTTP_AUTHORIZATION", ""), api_token)
+            if refused:
+                return _json(start_response, "401 Unauthorized", {"error": refused},
+                             (("WWW-Authenticate", 'Bearer realm="labelwatch"'),))
+            return _json(start_response, "200 OK", reports[path]())
+        return _json(start_response, "404 Not Found", {"error": f"no such endpoint: {path}"})
 
     server = make_server(host, port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="labelwatch-http", daemon=True).start()
     return server
+
+
+def _refusal(authorization: str, api_token: str | None) -> str | None:
+    """Why a request with this ``Authorization`` header may not read a report; ``None`` if it may.
+
+    >>> _refusal("Bearer s3cret", "s3cret") is None
+    True
+    >>> _refusal("Bearer wrong", "s3cret")
+    'wrong bearer token'
+    >>> _refusal("", None)
+    'no API token is configured: set --api-token or LABELWATCH_API_TOKEN to read this endpoint'
+    """
+    if not api_token:
+        return "no API token is configured: set --api-token or LABELWATCH_API_TOKEN to read this endpoint"
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return "this endpoint needs an Authorization: Bearer <token> header"
+    if not hmac.compare_digest(token.strip().encode(), api_token.encode()):
+        return "wrong bearer token"
+    return None
+
+
+def _json(start_response, status: str, payload: object, headers: tuple[tuple[str, str], ...] = ()) -> list[bytes]:
+    body = json.dumps(payload, default=str).encode()
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers])
+    return [body]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 MAX_DATASET_LABELS = 20
 """Datasets beyond this many share the label value ``other``, so cardinality stays bounded."""
@@ -112,11 +112,3 @@ class Metrics:
             self._datasets.add(dataset)
             return dataset
         return "other"
-
-    def serve(self, port: int, host: str = "0.0.0.0"):
-        """Serve ``/metrics`` over HTTP in a background thread; returns the server to shut down.
-
-        (The service serves them with ``/healthz`` and ``/readyz``: :func:`consumer.health.serve`.)
-        """
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        return server

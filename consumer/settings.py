@@ -112,8 +112,11 @@ class Settings(BaseSettings):
                                "per sample learned). 0 runs them all with the batch that completes the step.")
     seed: int = Field(0, description="Seeds every detector.")
     # Metrics and logs
-    metrics_host: str = Field("0.0.0.0", description="Bind address of the /metrics endpoint.")
-    metrics_port: int = Field(9108, ge=0, le=65535, description="Port of /metrics; 0 turns it off.")
+    metrics_host: str = Field("0.0.0.0", description="Bind address of the HTTP server: /metrics, /healthz, /readyz and the data endpoints.")
+    metrics_port: int = Field(9108, ge=0, le=65535, description="Port of that server; 0 turns it off.")
+    api_token: SecretStr | None = Field(
+        None, description="Bearer token that the data endpoints /annotators and /clusters require (they reveal sample "
+                          "and annotator ids); without one they answer 401. /metrics and the probes stay open.")
     annotator_metrics_top: int = Field(
         0, ge=0, le=100, description="Publish the error rate of this many worst annotators as metrics; 0 publishes none.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(

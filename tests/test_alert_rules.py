@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from consumer.health import Health, serve
 from consumer.metrics import Metrics
 from test_deploy import exposed_metric_names, promql_metric_names  # tests/ is on sys.path (rootdir-relative import)
 
@@ -136,11 +137,10 @@ def test_rules_only_use_exported_metrics():
 
 
 def fetch_metrics() -> str:
-    """The text of the service's real /metrics endpoint, served by Metrics.serve on a free port."""
-    server = Metrics().serve(0, host="127.0.0.1")
+    """The text of the service's real /metrics endpoint, served by its HTTP server on a free port."""
+    server = serve(Metrics(), Health(stall_after_s=60), 0, "127.0.0.1")
     try:
-        port = getattr(server, "server_port", None) or server.server_address[1]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/metrics", timeout=10) as response:
             return response.read().decode()
     finally:
         server.shutdown()

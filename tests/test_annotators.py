@@ -100,10 +100,11 @@ def test_the_running_service_serves_the_report_over_http_and_top_n_metrics():
     for start in range(0, len(messages), 250):
         pipeline.process([InputRecord(orjson.dumps(m)) for m in messages[start:start + 250]])
     server = serve(pipeline.metrics, Health(stall_after_s=60), 0, "127.0.0.1",
-                   reports={"/annotators": pipeline.annotator_report})
+                   reports={"/annotators": pipeline.annotator_report}, api_token="t0ken")
     try:
         base = f"http://127.0.0.1:{server.server_port}"
-        with urllib.request.urlopen(base + "/annotators", timeout=5) as answer:
+        request = urllib.request.Request(base + "/annotators", headers={"Authorization": "Bearer t0ken"})
+        with urllib.request.urlopen(request, timeout=5) as answer:
             served = json.loads(answer.read())
         assert served[0]["annotator_id"] == BAD and served[0]["dataset"] == "digits"
         pipeline.publish_annotator_metrics(3)
@@ -114,6 +115,7 @@ def test_the_running_service_serves_the_report_over_http_and_top_n_metrics():
         assert any(f'annotator="{BAD}"' in line for line in exposed)
     finally:
         server.shutdown()
+        server.server_close()
 
 
 def test_a_change_in_the_label_mix_is_counted_as_drift():

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from consumer.health import Health, serve
 from consumer.metrics import Metrics
 from consumer.settings import Settings
 
@@ -132,12 +133,10 @@ def exposed_metric_names(text: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def exposed() -> set[str]:
-    """Metric names from the service's real /metrics endpoint, served by Metrics.serve on a free port."""
-    metrics = Metrics()
-    server = metrics.serve(0, host="127.0.0.1")
+    """Metric names from the service's real /metrics endpoint, served by its HTTP server on a free port."""
+    server = serve(Metrics(), Health(stall_after_s=60), 0, "127.0.0.1")
     try:
-        port = getattr(server, "server_port", None) or server.server_address[1]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/metrics", timeout=10) as response:
             assert response.status == 200
             text = response.read().decode()
     finally:
@@ -387,7 +386,7 @@ FULL_VALUES = {
     "kafka": {"verdictTopic": "label-verdicts", "securityProtocol": "SASL_SSL", "saslMechanism": "SCRAM-SHA-512",
               "saslUsername": "labelwatch",
               "tls": {"enabled": True, "secretName": "kafka-tls", "certFile": "tls.crt", "keyFile": "tls.key"}},
-    "secrets": {"saslPassword": "s3cret", "sslPassword": "k3y"},
+    "secrets": {"saslPassword": "s3cret", "sslPassword": "k3y", "apiToken": "t0ken"},
     "config": {"extra": {"LABELWATCH_N_CLUSTERS": "64"}},
     "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
     "podDisruptionBudget": {"enabled": True},
@@ -433,9 +432,11 @@ def test_helm_full_render(helm):
     by_kind = render(helm, FULL_VALUES)
     deployment, config = only(by_kind, "Deployment"), only(by_kind, "ConfigMap")
     secret = {k: base64.b64decode(v).decode() for k, v in only(by_kind, "Secret")["data"].items()}
-    assert secret == {"LABELWATCH_SASL_PASSWORD": "s3cret", "LABELWATCH_SSL_PASSWORD": "k3y"}
+    assert secret == {"LABELWATCH_SASL_PASSWORD": "s3cret", "LABELWATCH_SSL_PASSWORD": "k3y",
+                      "LABELWATCH_API_TOKEN": "t0ken"}
     settings = settings_from_env({**config["data"], **secret})
     assert settings.kafka_config()["sasl_plain_password"] == "s3cret"
+    assert settings.api_token.get_secret_value() == "t0ken" and "LABELWATCH_API_TOKEN" not in config["data"]
     assert settings.ssl_cafile == "/etc/labelwatch/tls/ca.crt" and settings.n_clusters == 64
     assert deployment["spec"]["replicas"] == 3 and deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     assert only(by_kind, "PersistentVolumeClaim")["spec"]["accessModes"] == ["ReadWriteMany"]

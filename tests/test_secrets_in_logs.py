@@ -14,6 +14,7 @@ from consumer.settings import Settings
 
 PASSWORD = "s3cr3t-sasl-Pa55"  # noqa: S105 - a test credential
 SSL_PASSWORD = "s3cr3t-key-Pa55"  # noqa: S105
+API_TOKEN = "s3cr3t-api-t0ken"  # noqa: S105
 
 
 def secure_env(tmp_path) -> dict[str, str]:
@@ -21,7 +22,8 @@ def secure_env(tmp_path) -> dict[str, str]:
     cafile.write_text("not a certificate\n")
     return {"LABELWATCH_SECURITY_PROTOCOL": "SASL_SSL", "LABELWATCH_SASL_MECHANISM": "SCRAM-SHA-512",
             "LABELWATCH_SASL_USERNAME": "labelwatch", "LABELWATCH_SASL_PASSWORD": PASSWORD,
-            "LABELWATCH_SSL_CAFILE": str(cafile), "LABELWATCH_SSL_PASSWORD": SSL_PASSWORD}
+            "LABELWATCH_SSL_CAFILE": str(cafile), "LABELWATCH_SSL_PASSWORD": SSL_PASSWORD,
+            "LABELWATCH_API_TOKEN": API_TOKEN}
 
 
 def test_sasl_ssl_scram_settings_reach_the_kafka_clients(tmp_path, monkeypatch):
@@ -63,5 +65,5 @@ def test_credentials_never_reach_the_logs_of_a_failing_service(tmp_path, level):
             output, _ = service.communicate()
     text = output.decode(errors="replace")
     assert "connecting to 127.0.0.1:1 (SASL_SSL)" in text, "the service logged nothing, so the check proves nothing"
-    assert PASSWORD not in text and SSL_PASSWORD not in text
+    assert PASSWORD not in text and SSL_PASSWORD not in text and API_TOKEN not in text
     assert service.returncode == 128 + signal.SIGTERM, "SIGTERM while connecting stops the service at once"

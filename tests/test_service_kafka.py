@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import orjson
@@ -22,6 +23,8 @@ from consumer.topics import read_topic
 from schemas import DeadLetter, ReviewEvent, SampleVerdict, make_event_id
 
 pytestmark = pytest.mark.kafka
+
+API_TOKEN = "kafka-test-t0ken"  # noqa: S105 - a test credential
 
 MALFORMED = {
     b"{not json": "not_json",
@@ -77,7 +80,8 @@ def test_run_flags_corrupted_samples_dead_letters_bad_input_and_commits(kafka_br
     metrics_port = free_port()
     env = {**os.environ, "LABELWATCH_INPUT_TOPIC": topics["annotations"], "LABELWATCH_LOG_LEVEL": "INFO",
            "LABELWATCH_MAX_POLL_INTERVAL_MS": "10000", "LABELWATCH_SESSION_TIMEOUT_MS": "6000",
-           "LABELWATCH_HEARTBEAT_INTERVAL_MS": "2000", "LABELWATCH_VERDICT_TOPIC": topics["verdicts"]}
+           "LABELWATCH_HEARTBEAT_INTERVAL_MS": "2000", "LABELWATCH_VERDICT_TOPIC": topics["verdicts"],
+           "LABELWATCH_API_TOKEN": API_TOKEN}
     service = subprocess.Popen(
         [sys.executable, "-m", "consumer", "run", "--bootstrap-servers", bootstrap,
          "--review-topic", topics["reviews"], "--dlq-topic", topics["dlq"], "--group-id", group,
@@ -115,12 +119,19 @@ def test_run_flags_corrupted_samples_dead_letters_bad_input_and_commits(kafka_br
             with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/{probe}", timeout=5) as answer:
                 body = json.loads(answer.read())
                 assert answer.status == 200 and expected.items() <= body.items(), body
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/clusters", timeout=5) as answer:
-            clusters = json.loads(answer.read())
+        def report(path: str):
+            request = urllib.request.Request(f"http://127.0.0.1:{metrics_port}{path}",
+                                             headers={"Authorization": f"Bearer {API_TOKEN}"})
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                return json.loads(answer.read())
+
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/clusters", timeout=5)
+        assert refused.value.code == 401, "cluster member ids need the API token"
+        clusters = report("/clusters")
         assert clusters and {c["dataset"] for c in clusters} == {"digits"}
         assert [c["purity"] for c in clusters] == sorted(c["purity"] for c in clusters), "mixed clusters first"
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/annotators", timeout=5) as answer:
-            assert json.loads(answer.read()) == [], "digits carries no annotator ids"
+        assert report("/annotators") == [], "digits carries no annotator ids"
 
         service.send_signal(signal.SIGTERM)
         assert service.wait(timeout=30) == 0, service.stdout.read().decode()
