@@ -25,6 +25,7 @@ import pickle
 import re
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 from detectors import AnnotatorQuality, Consensus, LabelMonitor, ShareDrift
@@ -176,3 +177,53 @@ class StateStore:
         for checkpoint in checkpoints:
             checkpoint.rename(aside / checkpoint.name)
         return aside
+
+
+class DatasetStates:
+    """Every dataset's state in memory: restored from its checkpoint on first use, else fresh, and
+    saved again when it changed.
+
+    Datasets never share state: each has its own :class:`~detectors.LabelMonitor`, made by
+    ``new_monitor`` the first time the dataset appears.
+    """
+
+    def __init__(self, new_monitor: Callable[[], LabelMonitor], store: StateStore | None = None):
+        self.new_monitor = new_monitor
+        self.store = store
+        self.in_memory: dict[str, DatasetState] = {}
+        self._changed: set[str] = set()
+
+    def get(self, dataset: str) -> DatasetState:
+        """The dataset's state: from memory, else from its checkpoint, else fresh."""
+        if dataset not in self.in_memory:
+            restored = self.store.load(dataset) if self.store is not None else None
+            self.in_memory[dataset] = restored or DatasetState(self.new_monitor())
+        return self.in_memory[dataset]
+
+    def touch(self, dataset: str) -> None:
+        """Mark the dataset's state as changed: the next :meth:`checkpoint` saves it."""
+        self._changed.add(dataset)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self._changed)
+
+    def checkpoint(self) -> int:
+        """Save every dataset that changed since the last checkpoint; returns how many."""
+        if self.store is not None:
+            for dataset in sorted(self._changed):
+                self.store.save(dataset, self.in_memory[dataset])
+        saved, self._changed = len(self._changed), set()
+        return saved if self.store is not None else 0
+
+    def release(self) -> None:
+        """Forget every dataset's state, after a checkpoint, when partitions move away.
+
+        The next record of a dataset restores it from its checkpoint, which may meanwhile have been
+        advanced by another instance that owned the partition. Without a store nothing is
+        released: memory is then the only copy.
+        """
+        if self.store is not None:
+            if self._changed:
+                raise RuntimeError("release() before checkpoint() would drop what was judged since")
+            self.in_memory.clear()

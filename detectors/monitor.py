@@ -103,6 +103,27 @@ class Assessment:
         cluster = self.signals.get(ClusterDisagreement.name)
         return cluster.details.get("cluster_id") if cluster else None
 
+    @property
+    def disagrees(self) -> bool | None:
+        """Whether the out-of-sample evidence prefers another label than the given one.
+
+        Read from the first detector that reports both probabilities (confident learning, then the
+        online model, then the neighbours); ``None`` while none has evidence yet.
+
+        >>> Assessment(Signal(0.8, True), {"confident": Signal(0.8, True, "b", {"p_label": 0.2, "p_suggested": 0.7})}).disagrees
+        True
+        """
+        for name in ("confident", "model", "neighbors"):
+            signal = self.signals.get(name)
+            if signal is None or signal.details.get("warming_up"):
+                continue
+            details = signal.details
+            if "p_label" in details and "p_suggested" in details:
+                return details["p_suggested"] > details["p_label"]
+            if "p_label" in details and "p_predicted" in details:
+                return details.get("predicted") is not None and details["p_predicted"] > details["p_label"]
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class LateVerdict:
@@ -220,6 +241,22 @@ class LabelMonitor:
             until_step = self.learning_step - len(self._unlearned)
             late += self.run_reaudits(-(-len(self._due) * len(batch) // (len(batch) + until_step)))
         return assessments, late
+
+    def recent(self, n: int) -> list[tuple[str, str, int | None]]:
+        """The last ``n`` samples of the re-audit window as (sample id, label, cluster id), oldest first.
+
+        Safe to call from another thread than the one processing: it copies the window, retrying
+        if a batch changes it meanwhile.
+        """
+        for _ in range(10):
+            try:
+                window = list(self._window)
+                break
+            except RuntimeError:  # deque mutated during iteration
+                continue
+        else:
+            return []
+        return [(p.sample_id, p.label, p.assessment.cluster_id) for p in window[-n:]]
 
     @property
     def pending_reaudits(self) -> int:

@@ -21,7 +21,8 @@ import numpy as np
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from consumer.pipeline import DEAD_LETTER_KEEP_BYTES, BatchResult, InputRecord, Pipeline
+from consumer.pipeline import BatchResult, InputRecord, Pipeline
+from consumer.records import DEAD_LETTER_KEEP_BYTES
 from detectors import MonitorConfig
 from schemas import DeadLetter, SourcePosition
 

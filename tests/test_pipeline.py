@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from consumer.pipeline import InputRecord, Pipeline, decode
+from consumer.pipeline import InputRecord, Pipeline
+from consumer.records import decode
 from detectors import MonitorConfig
 from schemas import AnnotatedSample, DeadLetter, ReviewEvent, SourcePosition, make_event_id
 
