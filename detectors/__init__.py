@@ -7,7 +7,8 @@ from detectors.drift import ShareDrift, ShareShift
 from detectors.combine import Combiner
 from detectors.model import ModelDisagreement, RandomProjection, blend
 from detectors.consensus import Consensus, ConsensusResult
-from detectors.confident import ClassThresholds, ConfidentLearning, confident_disagreement
+from detectors.confident import ConfidentLearning
+from detectors.noise import ClassThresholds, confident_disagreement
 from detectors.lda import FoldLDA
 from detectors.folds import fold_of
 from detectors.monitor import DETECTORS, Assessment, LabelMonitor, LateVerdict, MonitorConfig

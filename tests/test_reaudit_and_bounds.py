@@ -144,7 +144,7 @@ def test_flags_sent_while_streaming_stay_within_the_estimated_number_of_label_er
 
 
 def test_the_noise_budget_spends_on_the_samples_surest_of_another_class():
-    from detectors.confident import NoiseBudget, label_margin
+    from detectors.noise import NoiseBudget, label_margin
 
     budget = NoiseBudget(capacity=100, min_count=1)
     # label 0's history: a fifth of its samples break the rule, margins spread over [-1, 1]
@@ -158,7 +158,7 @@ def test_the_noise_budget_spends_on_the_samples_surest_of_another_class():
 
 
 def test_a_noise_budget_from_an_older_checkpoint_drops_its_self_confidences_and_keeps_its_counts():
-    from detectors.confident import NoiseBudget
+    from detectors.noise import NoiseBudget
 
     old = NoiseBudget(capacity=100, min_count=1)
     old.update(np.linspace(0, 1, 10), np.zeros(10, dtype=int), np.arange(10) < 2)
@@ -193,7 +193,7 @@ def test_the_final_reaudit_flags_only_what_streaming_left_of_the_budget_and_keep
 
 
 def test_the_error_estimate_is_calibrated_like_cleanlabs_confident_joint():
-    from detectors.confident import NoiseBudget
+    from detectors.noise import NoiseBudget
 
     budget = NoiseBudget(capacity=100, min_count=1)
     # label 0: 10 samples, 4 of them in the confident joint, 1 of those confidently another class;
