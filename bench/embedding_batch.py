@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import command_line, load_average, provenance, replace_section  # noqa: E402
-from consumer.datasets import load  # noqa: E402
+from consumer.demo.datasets import load  # noqa: E402
 from consumer.embedding import SentenceEmbedder  # noqa: E402
 from consumer.settings import Settings  # noqa: E402
 

@@ -29,12 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import command_line, load_average, provenance, replace_section  # noqa: E402
 from bench.throughput import vector_messages  # noqa: E402
-from consumer.broker import LocalBroker  # noqa: E402
+from consumer.demo.broker import LocalBroker  # noqa: E402
 from consumer.metrics import Metrics  # noqa: E402
 from consumer.pipeline import Pipeline  # noqa: E402
 from consumer.service import LabelwatchService  # noqa: E402
 from consumer.settings import Settings  # noqa: E402
-from consumer.topics import ensure_topics, read_topic  # noqa: E402
+from consumer.demo.topics import ensure_topics
+from consumer.export import read_topic  # noqa: E402
 from schemas import ReviewEvent, SampleVerdict  # noqa: E402
 
 

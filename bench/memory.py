@@ -38,7 +38,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import command_line, load_average, provenance, replace_section  # noqa: E402
-from consumer.datasets import inject_noise  # noqa: E402
+from consumer.demo.datasets import inject_noise  # noqa: E402
 from consumer.pipeline import InputRecord, Pipeline  # noqa: E402
 from consumer.settings import Settings  # noqa: E402
 from schemas import SourcePosition  # noqa: E402

@@ -21,7 +21,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import replace_section  # noqa: E402
-from consumer.datasets import corrupted_ids, inject_noise, load, to_messages  # noqa: E402
+from consumer.demo.datasets import corrupted_ids, inject_noise, load, to_messages  # noqa: E402
 
 
 def audit_once(seed: int, workdir: Path) -> dict:

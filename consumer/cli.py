@@ -12,7 +12,6 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from consumer.datasets import DATASETS
 from consumer.settings import Settings
 
 DETECTOR_FIELDS = ("detectors", "voters", "policy", "n_clusters", "cluster_window", "min_cluster_size",
@@ -131,7 +130,13 @@ def cmd_audit(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from consumer.demo import DemoIncomplete, run_demo
+    try:
+        from consumer.demo.datasets import DATASETS
+        from consumer.demo.run import DemoIncomplete, run_demo
+    except ImportError as error:  # the Docker image installs the service alone
+        raise SystemExit(f"labelwatch demo needs the demo extra: pip install 'labelwatch[demo]' ({error})") from None
+    if args.dataset not in DATASETS:
+        raise SystemExit(f"labelwatch demo: unknown dataset {args.dataset!r}; choose from {', '.join(DATASETS)}")
 
     names = DETECTOR_FIELDS + EMBEDDING_FIELDS + ("bootstrap_servers", "metrics_port")
     defaults = {"input_topic": "labelwatch-demo-annotations", "review_topic": "labelwatch-demo-reviews",
@@ -178,7 +183,7 @@ def cmd_export(args) -> int:
             raise SystemExit(f"labelwatch: no such input file: {args.input}")
         lines = [line for line in args.input.read_bytes().splitlines() if line.strip()]
     else:
-        from consumer.topics import read_topic
+        from consumer.export import read_topic
 
         settings = _settings(args, ("bootstrap_servers",))
         lines = [m.value for m in read_topic(settings.kafka_config(), args.topic, expected=10**9, timeout=args.timeout)]
@@ -231,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=cmd_evaluate)
 
     demo = commands.add_parser("demo", help="Stream a real dataset with known label noise through labelwatch.")
-    demo.add_argument("--dataset", default="digits", choices=DATASETS)
+    demo.add_argument("--dataset", default="digits",
+                      help="One of the demo kit's datasets (DATASETS in consumer/demo/datasets.py); default digits.")
     demo.add_argument("--noise", type=float, default=0.1, help="Share of labels to corrupt.")
     demo.add_argument("--noise-seed", type=int, default=0, help="Seed of the injected noise.")
     demo.add_argument("--limit", type=int, default=None, help="Stream only the first N samples.")

@@ -141,7 +141,7 @@ def evaluate(path: Path, make_pipeline, *, noise: float = 0.1, kind: str = "unif
     """Inject noise with seeds 0..``seeds``-1, run labelwatch (and cleanlab), print and return one row per seed."""
     from tqdm import tqdm
 
-    from consumer.datasets import inject_noise
+    from consumer.demo.datasets import inject_noise
 
     data = read_labelled(path, make_pipeline())
     ids = [s.sample_id for s in data.samples]

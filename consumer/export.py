@@ -7,9 +7,13 @@ for a labelling config with ``<Choices name="label" toName="text">``.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from collections.abc import Iterable
 from typing import IO
+
+from kafka import KafkaConsumer
 
 from schemas import ReviewEvent
 
@@ -53,3 +57,14 @@ def write(events: Iterable[ReviewEvent], out: IO[str], fmt: str) -> int:
     else:
         raise ValueError(f"unknown export format {fmt!r}: jsonl or labelstudio")
     return len(queue)
+
+
+def read_topic(kafka_config: dict, topic: str, expected: int, timeout: float = 30.0) -> list:
+    """Every record of ``topic`` from the beginning, waiting up to ``timeout`` s for ``expected`` of them."""
+    consumer = KafkaConsumer(topic, auto_offset_reset="earliest", enable_auto_commit=False,
+                             consumer_timeout_ms=1500, **kafka_config)
+    records, deadline = [], time.monotonic() + timeout
+    with contextlib.closing(consumer):
+        while len(records) < expected and time.monotonic() < deadline:
+            records.extend(consumer)
+    return records

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from consumer.broker import LocalBroker
+from consumer.demo.broker import LocalBroker
 
 
 @pytest.fixture(scope="session")

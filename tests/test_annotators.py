@@ -10,7 +10,7 @@ import numpy as np
 import orjson
 import pytest
 
-from consumer.datasets import load, to_messages
+from consumer.demo.datasets import load, to_messages
 from consumer.pipeline import InputRecord, Pipeline
 from detectors import AnnotatorQuality, MonitorConfig
 
@@ -138,7 +138,7 @@ def test_a_change_in_the_label_mix_is_counted_as_drift():
 
 
 def test_the_cluster_report_lists_mixed_clusters_first_with_members_to_look_at():
-    from consumer.datasets import inject_noise
+    from consumer.demo.datasets import inject_noise
 
     data = load("digits")
     noisy, _ = inject_noise(data.labels, 0.2, n_classes=10, seed=3)

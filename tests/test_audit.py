@@ -9,7 +9,7 @@ import sys
 import orjson
 import pytest
 
-from consumer.datasets import corrupted_ids, inject_noise, load, to_messages
+from consumer.demo.datasets import corrupted_ids, inject_noise, load, to_messages
 from schemas import ReviewEvent
 
 

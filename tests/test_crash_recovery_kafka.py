@@ -25,7 +25,7 @@ from kafka.admin import NewTopic
 
 from consumer.state import DatasetState
 from consumer.state import StateStore
-from consumer.topics import read_topic
+from consumer.export import read_topic
 from schemas import DeadLetter, ReviewEvent, SampleVerdict
 from kafka_helpers import QUICK_GROUP, committed
 

@@ -13,13 +13,13 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
-from consumer.broker import LocalBroker
+from consumer.demo.broker import LocalBroker
 from consumer.metrics import Metrics
 from consumer.pipeline import InputRecord, Pipeline
 from consumer.service import DeliveryError, LabelwatchService
 from consumer.settings import Settings
 from consumer.state import StateStore
-from consumer.topics import read_topic
+from consumer.export import read_topic
 from detectors import MonitorConfig
 from schemas import DeadLetter, SampleVerdict, SourcePosition
 

@@ -8,7 +8,7 @@ import sys
 
 import orjson
 
-from consumer.datasets import load
+from consumer.demo.datasets import load
 
 
 def test_evaluate_scores_labelwatch_and_cleanlab_on_injected_noise(tmp_path):

@@ -14,8 +14,8 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
-from consumer.broker import LocalBroker
-from consumer.topics import read_topic
+from consumer.demo.broker import LocalBroker
+from consumer.export import read_topic
 from schemas import SampleVerdict
 from kafka_helpers import QUICK_GROUP, committed
 

@@ -15,13 +15,13 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from consumer.broker import LocalBroker, free_port
+from consumer.demo.broker import LocalBroker, free_port
 from consumer.metrics import Metrics
 from consumer.pipeline import Pipeline
 from consumer.service import LabelwatchService
 from consumer.settings import Settings
 from consumer.state import StateStore
-from consumer.topics import ensure_topics
+from consumer.demo.topics import ensure_topics
 from detectors import MonitorConfig
 from schemas import SampleVerdict
 

@@ -17,7 +17,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
-from consumer.broker import free_port
+from consumer.demo.broker import free_port
 
 pytestmark = pytest.mark.kafka
 

@@ -14,9 +14,9 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
-from consumer.datasets import inject_noise, load, to_messages
+from consumer.demo.datasets import inject_noise, load, to_messages
 from consumer.routing import parse_routes
-from consumer.topics import read_topic
+from consumer.export import read_topic
 from schemas import ReviewEvent, SampleVerdict
 
 pytestmark = pytest.mark.kafka

@@ -16,10 +16,10 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
-from consumer.broker import free_port
-from consumer.datasets import corrupted_ids, inject_noise, load, to_messages
+from consumer.demo.broker import free_port
+from consumer.demo.datasets import corrupted_ids, inject_noise, load, to_messages
 from consumer.service import ERROR_HEADER_PREFIX
-from consumer.topics import read_topic
+from consumer.export import read_topic
 from schemas import DeadLetter, ReviewEvent, SampleVerdict, make_event_id
 
 pytestmark = pytest.mark.kafka

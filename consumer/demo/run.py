@@ -9,14 +9,15 @@ import time
 import orjson
 from kafka import KafkaConsumer, KafkaProducer
 
-from consumer.broker import LocalBroker, free_port
-from consumer.datasets import corrupted_ids, inject_noise, load, to_messages
+from consumer.demo.broker import LocalBroker, free_port
+from consumer.demo.datasets import corrupted_ids, inject_noise, load, to_messages
 from consumer.embedding import SentenceEmbedder
 from consumer.health import Health, serve
 from consumer.metrics import Metrics
 from consumer.pipeline import Pipeline
 from consumer.service import LabelwatchService
-from consumer.topics import ensure_topics, read_topic
+from consumer.demo.topics import ensure_topics
+from consumer.export import read_topic
 from consumer.settings import Settings
 from schemas import DeadLetter, ReviewEvent, SampleVerdict
 

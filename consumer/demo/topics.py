@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import time
 from collections.abc import Sequence
-
-from kafka import KafkaConsumer
 
 from consumer.settings import Settings
 
@@ -28,14 +24,3 @@ def ensure_topics(settings: Settings, topics: Sequence[str], partitions: int = 1
                 pass
     finally:
         admin.close()
-
-
-def read_topic(kafka_config: dict, topic: str, expected: int, timeout: float = 30.0) -> list:
-    """Every record of ``topic`` from the beginning, waiting up to ``timeout`` s for ``expected`` of them."""
-    consumer = KafkaConsumer(topic, auto_offset_reset="earliest", enable_auto_commit=False,
-                             consumer_timeout_ms=1500, **kafka_config)
-    records, deadline = [], time.monotonic() + timeout
-    with contextlib.closing(consumer):
-        while len(records) < expected and time.monotonic() < deadline:
-            records.extend(consumer)
-    return records
