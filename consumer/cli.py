@@ -13,12 +13,11 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from consumer.settings import Settings
+from detectors import parameters
 
-DETECTOR_FIELDS = ("detectors", "voters", "policy", "n_clusters", "cluster_window", "min_cluster_size",
-                   "min_majority", "model_confidence", "model_warmup", "user_weight", "neighbors_k",
-                   "neighbors_per_class", "neighbor_agreement", "neighbor_weight", "cross_fit_weight", "cross_fit_features",
-                   "online_budget_share", "n_folds", "min_class_count",
-                   "reaudit_window", "reaudit_delay", "learning_step", "seed")
+DETECTOR_FIELDS = ("detectors", "voters", "policy", *parameters(), "reaudit_window", "reaudit_delay", "learning_step",
+                   "seed")
+"""The settings of the detectors: the monitor's, then every registered detector parameter."""
 EMBEDDING_FIELDS = ("embedding_model", "embedding_batch_size", "embedding_device")
 QUICK_GROUP = {"max_poll_interval_ms": 10_000, "session_timeout_ms": 6_000, "heartbeat_interval_ms": 2_000}
 """Consumer-group timings for a single local broker: joins in seconds instead of tens of seconds."""

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, create_model, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from detectors import Combiner, MonitorConfig
+from detectors import REGISTRY, Combiner, MonitorConfig, parameters
 
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 # small batches pad less: 16 beats 64 by 2x on polls of 100 texts and by over a quarter on polls of 500
@@ -15,8 +15,8 @@ DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_EMBEDDING_BATCH_SIZE = 16
 
 
-class Settings(BaseSettings):
-    """Every knob of labelwatch. Each field ``x_y`` is the flag ``--x-y`` and the variable ``LABELWATCH_X_Y``."""
+class _ServiceSettings(BaseSettings):
+    """Every knob of labelwatch but the detectors' parameters, which :class:`Settings` adds from the registry."""
 
     model_config = SettingsConfigDict(env_prefix="LABELWATCH_", frozen=True, extra="forbid")
 
@@ -81,28 +81,9 @@ class Settings(BaseSettings):
         True, description="Load the embedding model at start (readiness waits for it); false loads it on the first text.")
     # Detectors
     detectors: str = Field("cluster,confident",
-                           description="Detectors to run, comma-separated: cluster, model, neighbors, confident.")
+                           description=f"Detectors to run, comma-separated: {', '.join(REGISTRY)}.")
     voters: str = Field("confident", description="Detectors whose verdicts the policy combines, comma-separated.")
-    n_clusters: int = Field(32, ge=1, description="K of the mini-batch K-means clusters.")
-    cluster_window: int = Field(4096, ge=1, description="Recent samples the cluster label counts cover.")
-    min_cluster_size: int = Field(10, ge=1, description="Smaller clusters do not judge.")
-    min_majority: float = Field(0.8, gt=0, le=1, description="Majority share a cluster needs to judge.")
-    model_confidence: float = Field(0.5, gt=0, le=1, description="Probability the online model needs to flag.")
-    model_warmup: int = Field(50, ge=0, description="Samples the online model learns before judging.")
-    user_weight: float = Field(0.5, ge=0, le=1, description="Weight of the producer's own prediction.")
     policy: str = Field("union", description="How the voters' verdicts combine: union, intersection or vote:K.")
-    neighbors_k: int = Field(10, ge=1, description="Neighbours in each label vote.")
-    neighbors_per_class: int = Field(1000, ge=2, description="Reservoir size of the neighbour index, per label.")
-    neighbor_agreement: float = Field(0.7, gt=0, le=1, description="Vote share the neighbors detector needs to flag.")
-    neighbor_weight: float = Field(1.0, ge=0, description="Weight of the neighbour vote in confident learning.")
-    cross_fit_weight: float = Field(1.0, ge=0, description="Weight of the cross-fitted LDA model in confident learning (0 turns it off); "
-                                       "with neighbours, the data chooses how the two share their weights' sum.")
-    cross_fit_features: int = Field(384, ge=1, description="Wider vectors are randomly projected to this many for that model.")
-    online_budget_share: float = Field(
-        0.25, gt=0, le=1, description="Share of a label's estimated noise rate that first verdicts and each live re-audit "
-                                      "may flag (the final re-audit of `audit` uses all of it).")
-    n_folds: int = Field(5, ge=2, description="Folds of the cross-fitted model.")
-    min_class_count: int = Field(5, ge=1, description="Samples of a label before it gets a threshold.")
     reaudit_window: int = Field(10_000, ge=1, description="Recent samples kept for retrospective re-audit.")
     reaudit_delay: int = Field(250, ge=0, description="Newer samples to wait for before re-auditing a sample.")
     learning_step: int = Field(
@@ -142,7 +123,7 @@ class Settings(BaseSettings):
         return str(Combiner.parse(value))
 
     @model_validator(mode="after")
-    def _detectors_are_known(self) -> Settings:
+    def _detectors_are_known(self):
         self.monitor_config()  # raises ValueError naming the unknown detector or voter
         return self
 
@@ -150,16 +131,9 @@ class Settings(BaseSettings):
         """The detectors' configuration, shared by every dataset."""
         return MonitorConfig(
             detectors=_names(self.detectors), voters=_names(self.voters), policy=self.policy,
-            n_clusters=self.n_clusters, cluster_window=max(self.cluster_window, self.n_clusters),
-            min_cluster_size=self.min_cluster_size, min_majority=self.min_majority,
-            model_confidence=self.model_confidence, model_warmup=self.model_warmup,
-            user_weight=self.user_weight, neighbors_k=self.neighbors_k, neighbors_per_class=self.neighbors_per_class,
-            neighbor_agreement=self.neighbor_agreement, neighbor_weight=self.neighbor_weight, cross_fit_weight=self.cross_fit_weight,
-            cross_fit_features=self.cross_fit_features, online_budget_share=self.online_budget_share, n_folds=self.n_folds,
-            min_class_count=self.min_class_count, reaudit_window=self.reaudit_window,
-            reaudit_delay=min(self.reaudit_delay, self.reaudit_window), learning_step=self.learning_step,
-            seed=self.seed,
-        )
+            reaudit_window=self.reaudit_window, reaudit_delay=min(self.reaudit_delay, self.reaudit_window),
+            learning_step=self.learning_step, seed=self.seed,
+            **{name: getattr(self, name) for name in parameters()})
 
     def kafka_config(self) -> dict[str, Any]:
         """Connection and security options shared by the consumer and producer."""
@@ -182,3 +156,10 @@ class Settings(BaseSettings):
 
 def _names(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+Settings = create_model(
+    "Settings", __base__=_ServiceSettings, __module__=__name__,
+    __doc__="Every knob of labelwatch. Each field ``x_y`` is the flag ``--x-y`` and the variable ``LABELWATCH_X_Y``; "
+            "the detectors' parameters come from their declarations (:func:`detectors.parameters`).",
+    **{name: (field.annotation, field) for name, field in parameters().items()})

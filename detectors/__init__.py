@@ -11,14 +11,19 @@ from detectors.confident import ConfidentLearning
 from detectors.noise import ClassThresholds, confident_disagreement
 from detectors.lda import FoldLDA
 from detectors.folds import fold_of
-from detectors.monitor import DETECTORS, Assessment, LabelMonitor, LateVerdict, MonitorConfig
+from detectors.config import MonitorConfig
+from detectors.monitor import Assessment, LabelMonitor, LateVerdict
+from detectors.registry import REGISTRY, Params, parameters, register
 from detectors.neighbors import NeighborAgreement, NeighborIndex, RunningStandardizer
 
 __all__ = [
     "AnnotatorQuality",
     "SCORE_TOLERANCE",
     "AnnotatorShift",
-    "DETECTORS",
+    "REGISTRY",
+    "Params",
+    "parameters",
+    "register",
     "Assessment",
     "ClassThresholds",
     "Consensus",

@@ -104,6 +104,12 @@ class Detector(ABC):
     """
 
     name: ClassVar[str]
+    Params: ClassVar[type]  # its parameters: a detectors.registry.Params subclass (see there)
+
+    @classmethod
+    def from_params(cls, params: Any, seed: int) -> Detector:
+        """The detector, made from its validated ``Params`` and the service's seed."""
+        raise NotImplementedError(f"{cls.__name__} declares no Params: it cannot be registered")
 
     @abstractmethod
     def score_many(self, batch: Batch) -> list[Signal]:

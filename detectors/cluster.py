@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field
 from sklearn.cluster import MiniBatchKMeans
 
 from detectors.base import NEUTRAL, Batch, Detector, LabelIndex, Signal
+from detectors.registry import Params, register
 
 
+@register
 class ClusterDisagreement(Detector):
     """Flags samples whose label disagrees with the majority label of their K-means cluster.
 
@@ -51,6 +54,17 @@ class ClusterDisagreement(Detector):
     """
 
     name = "cluster"
+
+    class Params(Params):
+        n_clusters: int = Field(32, ge=1, description="K of the mini-batch K-means clusters.")
+        cluster_window: int = Field(4096, ge=1, description="Recent samples the cluster label counts cover.")
+        min_cluster_size: int = Field(10, ge=1, description="Smaller clusters do not judge.")
+        min_majority: float = Field(0.8, gt=0, le=1, description="Majority share a cluster needs to judge.")
+
+    @classmethod
+    def from_params(cls, p: Params, seed: int) -> ClusterDisagreement:
+        return cls(p.n_clusters, window=max(p.cluster_window, p.n_clusters), min_cluster_size=p.min_cluster_size,
+                   min_majority=p.min_majority, seed=seed)
 
     def __init__(
         self,

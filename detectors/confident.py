@@ -7,14 +7,17 @@ import math
 import numpy as np
 from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
+from pydantic import Field
 
 from detectors.base import NEUTRAL, Batch, Detector, LabelIndex, Signal
 from detectors.lda import FoldLDA
-from detectors.model import RandomProjection
-from detectors.neighbors import NeighborIndex
+from detectors.model import RandomProjection, UserPrediction
+from detectors.neighbors import NeighborIndex, NeighborSearch
+from detectors.registry import register
 from detectors.noise import ClassThresholds, NoiseBudget, SourceMix, confident_disagreement, label_margin
 
 
+@register
 class ConfidentLearning(Detector):
     """Confident learning (Northcutt et al.), computed online over blended evidence.
 
@@ -49,9 +52,30 @@ class ConfidentLearning(Detector):
 
     name = "confident"
 
+    class Params(NeighborSearch, UserPrediction):
+        neighbor_weight: float = Field(1.0, ge=0, description="Weight of the neighbour vote in confident learning.")
+        cross_fit_weight: float = Field(
+            1.0, ge=0, description="Weight of the cross-fitted LDA model in confident learning (0 turns it off); "
+                                   "with neighbours, the data chooses how the two share their weights' sum.")
+        cross_fit_features: int = Field(
+            384, ge=1, description="Wider vectors are randomly projected to this many for that model.")
+        online_budget_share: float = Field(
+            0.25, gt=0, le=1, description="Share of a label's estimated noise rate that first verdicts and each live "
+                                          "re-audit may flag (the final re-audit of `audit` uses all of it).")
+        n_folds: int = Field(5, ge=2, description="Folds of the cross-fitted model.")
+        min_class_count: int = Field(5, ge=1, description="Samples of a label before it gets a threshold.")
+        confident_warmup: int = Field(50, ge=0, description="Samples confident learning learns before judging.")
+
+    @classmethod
+    def from_params(cls, p: Params, seed: int) -> ConfidentLearning:
+        return cls(k=p.neighbors_k, per_class=p.neighbors_per_class, n_folds=p.n_folds,
+                   neighbor_weight=p.neighbor_weight, model_weight=p.cross_fit_weight, user_weight=p.user_weight,
+                   min_class_count=p.min_class_count, warmup=p.confident_warmup,
+                   model_max_features=p.cross_fit_features, budget_share=p.online_budget_share, seed=seed)
+
     def __init__(self, *, k: int = 10, per_class: int = 1000, n_folds: int = 5, neighbor_weight: float = 1.0,
-                 model_weight: float = 0.0, user_weight: float = 0.5, min_class_count: int = 5, warmup: int = 50,
-                 model_max_features: int = 64, budget_share: float = 0.25, reaudit_budget_share: float | None = None,
+                 model_weight: float = 1.0, user_weight: float = 0.5, min_class_count: int = 5, warmup: int = 50,
+                 model_max_features: int = 384, budget_share: float = 0.25, reaudit_budget_share: float | None = None,
                  quality_method: str = "self_confidence", seed: int = 0):
         self.k = k
         self.per_class = per_class

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from pydantic import Field
 from river import linear_model, preprocessing
 
 from detectors.base import NEUTRAL, Batch, Detector, Signal
+from detectors.registry import Params, register
 
 
 def default_classifier():
@@ -60,6 +62,13 @@ def blend(model: Mapping[str, float], user: Mapping[str, float] | None, user_wei
     }
 
 
+class UserPrediction(Params):
+    """The producer's own prediction, for detectors that blend it in."""
+
+    user_weight: float = Field(0.5, ge=0, le=1, description="Weight of the producer's own prediction.")
+
+
+@register
 class ModelDisagreement(Detector):
     """Flags samples that an online classifier confidently assigns to another class.
 
@@ -90,6 +99,17 @@ class ModelDisagreement(Detector):
     """
 
     name = "model"
+
+    class Params(UserPrediction):
+        model_confidence: float = Field(0.5, gt=0, le=1, description="Probability the online model needs to flag.")
+        model_warmup: int = Field(50, ge=0, description="Samples the online model learns before judging.")
+        model_max_features: int = Field(
+            64, ge=1, description="Wider vectors are randomly projected to this many for the online model.")
+
+    @classmethod
+    def from_params(cls, p: Params, seed: int) -> ModelDisagreement:
+        return cls(confidence=p.model_confidence, warmup=p.model_warmup, user_weight=p.user_weight,
+                   max_features=p.model_max_features, seed=seed)
 
     def __init__(
         self,

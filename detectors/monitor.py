@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,81 +14,12 @@ import numpy as np
 from detectors.base import Batch, Detector, Signal
 from detectors.cluster import ClusterDisagreement
 from detectors.combine import Combiner
-from detectors.confident import ConfidentLearning
+from detectors.config import MonitorConfig
 from detectors.corrections import FalseAlarmMemory
-from detectors.model import ModelDisagreement
-from detectors.neighbors import NeighborAgreement
 
 
 REAUDIT_GROWTH = 4
 """Each re-audit of a sample waits this many times longer than the previous one."""
-
-
-@dataclass(frozen=True)
-class MonitorConfig:
-    """How a dataset's detectors are built. Every dataset gets its own, fresh, from this.
-
-    ``detectors`` all run and all appear as evidence; only the ``voters`` decide the verdict,
-    combined by ``policy``. Defaults were chosen with ``bench/quality.py`` (see docs/benchmarks.md).
-    """
-
-    detectors: tuple[str, ...] = ("cluster", "confident")
-    voters: tuple[str, ...] = ("confident",)
-    policy: str = "union"
-    n_clusters: int = 32
-    cluster_window: int = 4096
-    min_cluster_size: int = 10
-    min_majority: float = 0.8
-    model_confidence: float = 0.5
-    model_warmup: int = 50
-    model_max_features: int = 64
-    user_weight: float = 0.5
-    neighbors_k: int = 10
-    neighbors_per_class: int = 1000
-    neighbor_agreement: float = 0.7
-    neighbor_weight: float = 1.0
-    cross_fit_weight: float = 1.0
-    cross_fit_features: int = 384
-    online_budget_share: float = 0.25
-    n_folds: int = 5
-    min_class_count: int = 5
-    confident_warmup: int = 50
-    reaudit_window: int = 10_000
-    reaudit_delay: int = 250
-    learning_step: int = 500
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        unknown = set(self.detectors) - set(DETECTORS)
-        if unknown:
-            raise ValueError(f"unknown detectors {sorted(unknown)}; choose from {sorted(DETECTORS)}")
-        if not self.voters or not set(self.voters) <= set(self.detectors):
-            raise ValueError(f"voters {list(self.voters)} must be a non-empty subset of detectors {list(self.detectors)}")
-        if self.learning_step < 1:
-            raise ValueError("learning_step must be at least 1")
-        if self.reaudit_delay > self.reaudit_window:
-            raise ValueError("reaudit_delay must not exceed reaudit_window")
-        Combiner.parse(self.policy)
-
-    def build_detectors(self) -> list[Detector]:
-        return [DETECTORS[name](self) for name in self.detectors]
-
-
-DETECTORS: dict[str, Callable[[MonitorConfig], Detector]] = {
-    "cluster": lambda c: ClusterDisagreement(c.n_clusters, window=max(c.cluster_window, c.n_clusters),
-                                             min_cluster_size=c.min_cluster_size, min_majority=c.min_majority,
-                                             seed=c.seed),
-    "model": lambda c: ModelDisagreement(confidence=c.model_confidence, warmup=c.model_warmup,
-                                         user_weight=c.user_weight, max_features=c.model_max_features, seed=c.seed),
-    "neighbors": lambda c: NeighborAgreement(k=c.neighbors_k, per_class=c.neighbors_per_class,
-                                             agreement=c.neighbor_agreement, seed=c.seed),
-    "confident": lambda c: ConfidentLearning(k=c.neighbors_k, per_class=c.neighbors_per_class, n_folds=c.n_folds,
-                                             neighbor_weight=c.neighbor_weight, model_weight=c.cross_fit_weight,
-                                             user_weight=c.user_weight, min_class_count=c.min_class_count,
-                                             warmup=c.confident_warmup, model_max_features=c.cross_fit_features,
-                                             budget_share=c.online_budget_share, seed=c.seed),
-}
-"""Every detector labelwatch can run, by the name that appears in events and metrics."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,9 +6,11 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from pydantic import Field
 from threadpoolctl import ThreadpoolController
 
 from detectors.base import NEUTRAL, Batch, Detector, LabelIndex, Signal
+from detectors.registry import Params, register
 
 
 class RunningStandardizer:
@@ -237,6 +239,14 @@ def search_in_parallel(work, n_rows: int, chunk: int) -> None:
             done.result()
 
 
+class NeighborSearch(Params):
+    """The neighbour index, for detectors that vote with neighbours."""
+
+    neighbors_k: int = Field(10, ge=1, description="Neighbours in each label vote.")
+    neighbors_per_class: int = Field(1000, ge=2, description="Reservoir size of the neighbour index, per label.")
+
+
+@register
 class NeighborAgreement(Detector):
     """Flags samples whose nearest past neighbours mostly carry another label (SimiFeat-style).
 
@@ -258,6 +268,13 @@ class NeighborAgreement(Detector):
     """
 
     name = "neighbors"
+
+    class Params(NeighborSearch):
+        neighbor_agreement: float = Field(0.7, gt=0, le=1, description="Vote share the neighbors detector needs to flag.")
+
+    @classmethod
+    def from_params(cls, p: Params, seed: int) -> NeighborAgreement:
+        return cls(k=p.neighbors_k, per_class=p.neighbors_per_class, agreement=p.neighbor_agreement, seed=seed)
 
     def __init__(self, *, k: int = 10, per_class: int = 1000, agreement: float = 0.7, warmup: int = 20,
                  seed: int = 0):

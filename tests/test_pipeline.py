@@ -270,10 +270,9 @@ def test_review_event_counts_in_metrics():
 
 
 def test_user_prediction_reaches_the_detectors():
-    from dataclasses import replace
 
     # the model detector is the one that reads the producer's own prediction: let it vote alone
-    pipeline = Pipeline(replace(CONFIG, user_weight=0.9, voters=("model",)), embedder=None)
+    pipeline = Pipeline(CONFIG.replace(user_weight=0.9, voters=("model",)), embedder=None)
     offset = 0
     for batch in range(4):
         pipeline.process(records_of(clean_messages(40, seed=batch, start=offset), first_offset=offset))

@@ -128,12 +128,11 @@ def test_confident_learning_blends_the_user_prediction_before_thresholding():
 def test_flags_sent_while_streaming_stay_within_the_estimated_number_of_label_errors():
     # cluster disagreement and confident learning both vote (union): first verdicts and re-audits
     # share one budget, confident learning's estimate of the label errors among the samples seen
-    from dataclasses import replace
 
     from test_replay_determinism import CONFIG, sequence
 
     vectors, labels, ids = sequence(n=3000, dim=16)
-    monitor = LabelMonitor.from_config(replace(CONFIG, policy="union"))
+    monitor = LabelMonitor.from_config(CONFIG.replace(policy="union"))
     withdrawn = 0
     for start in range(0, 3000, 100):
         rows = slice(start, start + 100)

@@ -162,8 +162,8 @@ def test_monitor_config_reflects_settings():
 
 def test_monitor_config_window_holds_at_least_k_samples():
     config = Settings(n_clusters=50, cluster_window=10).monitor_config()
-    assert config.cluster_window == 50
-    config.build_detectors()  # a window smaller than K would raise here
+    cluster = config.build_detectors()[0]  # a window smaller than K would raise here
+    assert cluster.window == 50
 
 
 def test_monitor_config_builds_detectors_from_settings():
