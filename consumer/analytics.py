@@ -1,8 +1,9 @@
 """What the service learns about a dataset from its verdicts, beside the verdicts themselves:
 label and cluster drift, annotator quality, and agreement between annotators of the same sample.
 
-Metrics and log events only; :class:`Analytics` never changes a verdict, except that a label
-against the consensus of several annotators becomes a ``consensus`` reason of its own.
+Metrics and log events, and one piece of evidence: a label against the consensus of several
+annotators becomes a ``consensus`` signal, which the monitor combines with the detectors' like any
+voter (so the policy, the false-alarm hold-back and the flag budget apply to it too).
 """
 
 from __future__ import annotations
@@ -24,15 +25,18 @@ class Analytics:
     def __init__(self, metrics: Metrics):
         self.metrics = metrics
 
+    def consensus(self, dataset: str, state: DatasetState, samples: Sequence[AnnotatedSample]) -> list[Signal | None]:
+        """The ``consensus`` evidence of each sample, before it is judged: a flagging signal when
+        several annotators labelled it and their (reliability-weighted) consensus is another label;
+        ``None`` otherwise. The monitor combines it with the detectors' signals like any voter."""
+        return [self._consensus_of(dataset, state, sample) for sample in samples]
+
     def after_batch(self, dataset: str, state: DatasetState, samples: Sequence[AnnotatedSample],
-                    assessments: Sequence[Assessment]) -> list[Assessment]:
-        """Watch drift, judge annotators, and add consensus evidence; returns the assessments to record."""
+                    assessments: Sequence[Assessment]) -> None:
+        """Watch drift and judge annotators by the batch's verdicts."""
         self._watch_drift(dataset, state, samples, assessments)
-        recorded = []
         for sample, assessment in zip(samples, assessments):
             self._judge_annotator(dataset, state, sample, assessment)
-            recorded.append(self._with_consensus(dataset, state, sample, assessment))
-        return recorded
 
     @staticmethod
     def after_late(state: DatasetState, late: Sequence[LateVerdict]) -> None:
@@ -56,24 +60,18 @@ class Analytics:
                          extra={"event": f"{kind}_drift", "dataset": dataset, kind: shift.category,
                                 "share_before": shift.before, "share_after": shift.after})
 
-    def _with_consensus(self, dataset: str, state: DatasetState, sample: AnnotatedSample,
-                        assessment: Assessment) -> Assessment:
-        """Several annotators labelled this sample: a label against their consensus is a review reason."""
+    def _consensus_of(self, dataset: str, state: DatasetState, sample: AnnotatedSample) -> Signal | None:
         agreed = state.consensus.add(sample.sample_id, sample.annotator_id, sample.label,
                                      reliability=lambda annotator: 1.0 - state.annotators.error_rate(annotator))
         if agreed is None or agreed.unanimous:
-            return assessment
+            return None
         self.metrics.annotator_disagreements.labels(dataset=self.metrics.dataset_label(dataset)).inc()
         if agreed.label == sample.label:
-            return assessment
+            return None
         backing = sum(label == sample.label for label in agreed.annotations.values()) / len(agreed.annotations)
-        signal = Signal(round(1.0 - backing, 6), True, agreed.label,
-                        {"consensus": agreed.label, "agreement": round(agreed.agreement, 4),
-                         "annotations": agreed.annotations})
-        verdict = assessment.verdict
-        combined = Signal(max(verdict.score, signal.score), True, verdict.suggested_label or agreed.label,
-                          {**verdict.details, "consensus": agreed.label})
-        return Assessment(combined, {**assessment.signals, "consensus": signal})
+        return Signal(round(1.0 - backing, 6), True, agreed.label,
+                      {"consensus": agreed.label, "agreement": round(agreed.agreement, 4),
+                       "annotations": agreed.annotations})
 
     def _judge_annotator(self, dataset: str, state: DatasetState, sample: AnnotatedSample,
                          assessment: Assessment) -> None:

@@ -110,10 +110,10 @@ class Pipeline:
 
     def _process_dataset(self, dataset: str, items, result: BatchResult, defer_reaudits: bool = False) -> None:
         state = self.states.get(dataset)
-        items, voided = self.positions.unseen(dataset, state, items)
-        if voided:
+        fresh, voided = self.positions.unseen(dataset, state, items)
+        kept, matrix = self.vectors.of(dataset, state.monitor.dimension, fresh, result)
+        if voided or kept:
             self.states.touch(dataset)
-        kept, matrix = self.vectors.of(dataset, state.monitor.dimension, items, result)
         if not kept:
             return
         samples = [sample for _, sample in kept]
@@ -121,12 +121,13 @@ class Pipeline:
                       [s.prediction.probabilities or {s.prediction.label: 1.0} if s.prediction else None for s in samples],
                       [s.sample_id for s in samples])
         payloads = [(sample, record.source) for record, sample in kept]
-        assessments, late = state.monitor.process(batch, payloads, defer_reaudits=defer_reaudits)
+        evidence = {"consensus": self.analytics.consensus(dataset, state, samples)}
+        assessments, late = state.monitor.process(batch, payloads, evidence=evidence, defer_reaudits=defer_reaudits)
         self.positions.advance(dataset, state, kept)
-        self.states.touch(dataset)
         result.n_processed += len(kept)
         self._count(dataset, state.monitor, len(kept))
-        for payload, assessment in zip(payloads, self.analytics.after_batch(dataset, state, samples, assessments)):
+        self.analytics.after_batch(dataset, state, samples, assessments)
+        for payload, assessment in zip(payloads, assessments):
             self._record(payload, assessment, result, late=False)
         self._record_late(state, late, result)
 

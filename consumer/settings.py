@@ -82,7 +82,9 @@ class _ServiceSettings(BaseSettings):
     # Detectors
     detectors: str = Field("cluster,confident",
                            description=f"Detectors to run, comma-separated: {', '.join(REGISTRY)}.")
-    voters: str = Field("confident", description="Detectors whose verdicts the policy combines, comma-separated.")
+    voters: str = Field("confident,consensus",
+                        description="Detectors (and evidence: consensus, the label most of a sample's annotators gave) "
+                                    "whose verdicts the policy combines, comma-separated.")
     policy: str = Field("union", description="How the voters' verdicts combine: union, intersection or vote:K.")
     reaudit_window: int = Field(10_000, ge=1, description="Recent samples kept for retrospective re-audit.")
     reaudit_delay: int = Field(250, ge=0, description="Newer samples to wait for before re-auditing a sample.")

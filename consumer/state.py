@@ -38,6 +38,7 @@ ALLOWED_MODULES = ("detectors", "schemas", "numpy", "river", "sklearn", "scipy",
 """Top-level modules (or exact modules) whose classes a checkpoint may name."""
 MOVED: dict[tuple[str, str], tuple[str, str]] = {
     ("consumer.pipeline", "DatasetState"): ("consumer.state", "DatasetState"),  # format 3 pickled the class itself
+    ("detectors.monitor", "Assessment"): ("detectors.assessment", "Assessment"),
     ("detectors.confident", "ClassThresholds"): ("detectors.noise", "ClassThresholds"),  # moved in the split of confident.py
     ("detectors.confident", "NoiseBudget"): ("detectors.noise", "NoiseBudget"),
     ("detectors.confident", "SourceMix"): ("detectors.noise", "SourceMix"),

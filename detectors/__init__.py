@@ -12,7 +12,8 @@ from detectors.noise import ClassThresholds, confident_disagreement
 from detectors.lda import FoldLDA
 from detectors.folds import fold_of
 from detectors.config import MonitorConfig
-from detectors.monitor import Assessment, LabelMonitor, LateVerdict
+from detectors.assessment import Assessment, LateVerdict
+from detectors.monitor import LabelMonitor
 from detectors.registry import REGISTRY, Params, parameters, register
 from detectors.neighbors import NeighborAgreement, NeighborIndex, RunningStandardizer
 

@@ -48,8 +48,8 @@ class Combiner:
         return f"vote:{self.k}" if self.policy == "vote" else self.policy
 
     def combine(self, signals: Mapping[str, Signal]) -> Signal:
-        if not signals:
-            raise ValueError("nothing to combine")
+        if not signals:  # no voter spoke (evidence such as consensus exists for some samples only)
+            return Signal(0.0, False, None, {"policy": str(self), "n_flagged": 0})
         if len(signals) == 1:  # one voter (the default): every policy agrees with it; the common, hot path
             (only,) = signals.values()
             flagged = bool(only.flagged) and (self.policy != "vote" or self.k <= 1)

@@ -8,8 +8,13 @@ from detectors.base import Detector
 from detectors.combine import Combiner
 from detectors.registry import REGISTRY, build, parameters
 
+EVIDENCE: tuple[str, ...] = ("consensus",)
+"""Signals the service computes outside the detectors and hands to the monitor with each batch
+(``consensus``: the label most of a sample's annotators gave, against the sample's own); they vote
+like detectors when named among the voters."""
+
 MONITOR_DEFAULTS: dict[str, Any] = {
-    "detectors": ("cluster", "confident"), "voters": ("confident",), "policy": "union",
+    "detectors": ("cluster", "confident"), "voters": ("confident", "consensus"), "policy": "union",
     "reaudit_window": 10_000, "reaudit_delay": 250, "learning_step": 500, "seed": 0,
 }
 """The monitor's own settings (the detectors' come from the registry). Chosen with ``bench/quality.py``."""
@@ -46,8 +51,9 @@ class MonitorConfig:
         unknown = set(self.detectors) - set(REGISTRY)
         if unknown:
             raise ValueError(f"unknown detectors {sorted(unknown)}; choose from {sorted(REGISTRY)}")
-        if not self.voters or not set(self.voters) <= set(self.detectors):
-            raise ValueError(f"voters {list(self.voters)} must be a non-empty subset of detectors {list(self.detectors)}")
+        if not self.voters or not set(self.voters) <= set(self.detectors) | set(EVIDENCE):
+            raise ValueError(f"voters {list(self.voters)} must be a non-empty subset of detectors {list(self.detectors)} "
+                             f"and evidence {list(EVIDENCE)}")
         if self.learning_step < 1:
             raise ValueError("learning_step must be at least 1")
         if self.reaudit_delay > self.reaudit_window:

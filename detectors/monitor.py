@@ -5,63 +5,21 @@ from __future__ import annotations
 import math
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from detectors.assessment import Assessment, LateVerdict
 from detectors.base import Batch, Detector, Signal
-from detectors.cluster import ClusterDisagreement
 from detectors.combine import Combiner
-from detectors.config import MonitorConfig
+from detectors.config import EVIDENCE, MonitorConfig
 from detectors.corrections import FalseAlarmMemory
 
 
 REAUDIT_GROWTH = 4
 """Each re-audit of a sample waits this many times longer than the previous one."""
-
-
-@dataclass(frozen=True, slots=True)
-class Assessment:
-    """The combined verdict on one sample, with every detector's own signal."""
-
-    verdict: Signal
-    signals: dict[str, Signal]
-
-    @property
-    def cluster_id(self) -> int | None:
-        cluster = self.signals.get(ClusterDisagreement.name)
-        return cluster.details.get("cluster_id") if cluster else None
-
-    @property
-    def disagrees(self) -> bool | None:
-        """Whether the out-of-sample evidence prefers another label than the given one.
-
-        Read from the first detector that reports both probabilities (confident learning, then the
-        online model, then the neighbours); ``None`` while none has evidence yet.
-
-        >>> Assessment(Signal(0.8, True), {"confident": Signal(0.8, True, "b", {"p_label": 0.2, "p_suggested": 0.7})}).disagrees
-        True
-        """
-        for name in ("confident", "model", "neighbors"):
-            signal = self.signals.get(name)
-            if signal is None or signal.details.get("warming_up"):
-                continue
-            details = signal.details
-            if "p_label" in details and "p_suggested" in details:
-                return details["p_suggested"] > details["p_label"]
-            if "p_label" in details and "p_predicted" in details:
-                return details.get("predicted") is not None and details["p_predicted"] > details["p_label"]
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class LateVerdict:
-    """A sample that a re-audit flagged after its first verdict was clean."""
-
-    payload: Any
-    assessment: Assessment
 
 
 @dataclass(slots=True)
@@ -139,8 +97,13 @@ class LabelMonitor:
         return Assessment(self.combiner.combine(voting), signals)
 
     def process(self, batch: Batch, payloads: Sequence[Any] | None = None, *,
+                evidence: Mapping[str, Sequence[Signal | None]] | None = None,
                 defer_reaudits: bool = False) -> tuple[list[Assessment], list[LateVerdict]]:
         """Judge every sample of ``batch`` out of sample; learn each completed step, then run due re-audits.
+
+        ``evidence`` holds signals from outside the detectors (:data:`~detectors.config.EVIDENCE`,
+        such as the consensus of a sample's annotators), one per sample or ``None``: they join the
+        sample's signals, vote when named among the voters, and keep their value in re-audits.
 
         With ``defer_reaudits`` the re-audits of a completed step wait in a queue instead, and each
         call runs only its share of them, in proportion to the samples it judged against those
@@ -162,7 +125,8 @@ class LabelMonitor:
         while start < len(batch):
             end = min(len(batch), start + self.learning_step - len(self._unlearned))
             part = batch if (start, end) == (0, len(batch)) else batch.take(range(start, end))
-            assessments += self._judge(part, payloads[start:end])
+            assessments += self._judge(part, payloads[start:end],
+                                       {name: signals[start:end] for name, signals in (evidence or {}).items()})
             if len(self._unlearned) >= self.learning_step:
                 late += self._learn_step(part if len(part) == len(self._unlearned) else None)
                 if not defer_reaudits:
@@ -200,9 +164,12 @@ class LabelMonitor:
         now, self._due = self._due[:count], self._due[count:]
         return self._reaudit(now, refit_thresholds=False)
 
-    def _judge(self, batch: Batch, payloads: Sequence[Any]) -> list[Assessment]:
+    def _judge(self, batch: Batch, payloads: Sequence[Any],
+               evidence: Mapping[str, Sequence[Signal | None]]) -> list[Assessment]:
         per_detector = {d.name: d.score_many(batch) for d in self.detectors}
-        assessments = [self._assess({name: sigs[i] for name, sigs in per_detector.items()}) for i in range(len(batch))]
+        assessments = [self._assess({**{name: sigs[i] for name, sigs in per_detector.items()},
+                                     **{name: sigs[i] for name, sigs in evidence.items() if sigs[i] is not None}})
+                       for i in range(len(batch))]
         assessments = self._within_budget(self._hold_back(assessments, batch.vectors, batch.labels), late=False)
         probas = batch.user_probas or [None] * len(batch)
         for i, assessment in enumerate(assessments):
@@ -376,8 +343,11 @@ class LabelMonitor:
         rescored = {d.name: rescored[d.name] if d.name in rescored else d.rescore_many(batch, refit_thresholds=refit_thresholds)
                     for d in self.detectors}  # in detector order, as first verdicts list them
         late = []
-        assessments = [self._assess({name: (sigs[i] if sigs is not None else entry.assessment.signals[name])
-                                     for name, sigs in rescored.items()}) for i, entry in enumerate(pending)]
+        assessments = [self._assess({**{name: (sigs[i] if sigs is not None else entry.assessment.signals[name])
+                                        for name, sigs in rescored.items()},
+                                     **{name: entry.assessment.signals[name] for name in EVIDENCE
+                                        if name in entry.assessment.signals}})
+                       for i, entry in enumerate(pending)]
         assessments = self._hold_back(assessments, batch.vectors, batch.labels)
         if refit_thresholds:  # the final re-audit: cleanlab's find_label_issues decides, within what is left
             assessments = self._within_final_budget(assessments)

@@ -171,3 +171,30 @@ def test_a_label_against_the_annotators_consensus_becomes_a_review_event():
     assert reason.details["agreement"] == pytest.approx(2 / 3, abs=1e-3)
     assert events[0].priority in (1, 2, 3)
     assert pipeline.metrics.annotator_disagreements.labels(dataset="default")._value.get() == 1
+
+
+def test_consensus_is_a_voter_like_any_other():
+    vector = [0.1, 0.2, 0.3]
+    votes = [("triple", "ann-a", "cat"), ("triple", "ann-b", "cat"), ("triple", "ann-c", "dog")]
+
+    def records(sample_ids=("triple",)):
+        return [InputRecord(orjson.dumps({"sample_id": sid, "annotator_id": who, "label": label, "embedding": vector}))
+                for base, who, label in votes for sid in sample_ids if base == "triple"]
+
+    # not among the voters: the disagreement is evidence in the verdict, not a flag
+    quiet = Pipeline(MonitorConfig(voters=("confident",)), embedder=None).process(records())
+    assert not quiet.events and quiet.verdicts[-1].sample_id == "triple"
+
+    # a voter, its flag passes the same hold-back as any other: a reviewer who called the same
+    # label on the same vector a false alarm withholds the next such flag. (Alone among the voters
+    # here: with confident learning voting, the live flag budget of a ten-sample stream allows one.)
+    def stream(review_first: bool) -> list[str]:
+        pipeline = Pipeline(MonitorConfig(voters=("consensus",)), embedder=None)
+        flagged = [e.sample_id for e in pipeline.process(records()).events]
+        if review_first:
+            pipeline.correct([InputRecord(orjson.dumps({"dataset": "default", "sample_id": "triple",
+                                                        "outcome": "false_alarm"}))])
+        return flagged + [e.sample_id for e in pipeline.process(records(("twin",))).events]
+
+    assert stream(review_first=False) == ["triple", "twin"]
+    assert stream(review_first=True) == ["triple"]

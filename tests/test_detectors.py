@@ -301,9 +301,11 @@ def test_suggestion_comes_from_most_suspicious_flagging_detector():
     assert Combiner.parse("union").combine(signals).suggested_label == "d"
 
 
-def test_combiner_of_nothing_is_an_error():
-    with pytest.raises(ValueError):
-        Combiner.parse("union").combine({})
+def test_no_voter_speaking_is_a_clean_verdict_under_every_policy():
+    # evidence such as the annotators' consensus exists for some samples only
+    for policy in ("union", "intersection", "vote:2"):
+        verdict = Combiner.parse(policy).combine({})
+        assert (verdict.flagged, verdict.score, verdict.suggested_label) == (False, 0.0, None)
 
 
 def test_verdict_types_are_plain():

@@ -1,0 +1,51 @@
+"""What the monitor says of a sample: the combined verdict with every signal behind it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from detectors.base import Signal
+from detectors.cluster import ClusterDisagreement
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """The combined verdict on one sample, with every detector's own signal."""
+
+    verdict: Signal
+    signals: dict[str, Signal]
+
+    @property
+    def cluster_id(self) -> int | None:
+        cluster = self.signals.get(ClusterDisagreement.name)
+        return cluster.details.get("cluster_id") if cluster else None
+
+    @property
+    def disagrees(self) -> bool | None:
+        """Whether the out-of-sample evidence prefers another label than the given one.
+
+        Read from the first detector that reports both probabilities (confident learning, then the
+        online model, then the neighbours); ``None`` while none has evidence yet.
+
+        >>> Assessment(Signal(0.8, True), {"confident": Signal(0.8, True, "b", {"p_label": 0.2, "p_suggested": 0.7})}).disagrees
+        True
+        """
+        for name in ("confident", "model", "neighbors"):
+            signal = self.signals.get(name)
+            if signal is None or signal.details.get("warming_up"):
+                continue
+            details = signal.details
+            if "p_label" in details and "p_suggested" in details:
+                return details["p_suggested"] > details["p_label"]
+            if "p_label" in details and "p_predicted" in details:
+                return details.get("predicted") is not None and details["p_predicted"] > details["p_label"]
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class LateVerdict:
+    """A sample that a re-audit flagged after its first verdict was clean."""
+
+    payload: Any
+    assessment: Assessment
