@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO
 
 from consumer.pipeline import InputRecord, Pipeline
+from consumer.sinks import FileSink
 
 
 @dataclass
@@ -49,14 +50,13 @@ def audit_file(pipeline: Pipeline, input_path: Path, out: IO[str], rejects: IO[s
     as one JSON list.
     """
     summary = AuditSummary()
+    sink = FileSink(out, rejects, verdicts)
     size = input_path.stat().st_size if input_path.is_file() else None
     with input_path.open("rb") as stream, _progress(size) as bar:
         records = _records(stream)
         while batch := list(islice(records, batch_size)):
             result = pipeline.process(batch)
-            _write(result, out, verdicts)
-            for record, letter in result.dead_letters:
-                rejects.write(f'{{"line": {record.line}, "dead_letter": {letter.model_dump_json()}}}\n')
+            sink.deliver(result)
             summary.lines = batch[-1].line
             summary.processed += result.n_processed
             summary.rejected += len(result.dead_letters)
@@ -64,16 +64,9 @@ def audit_file(pipeline: Pipeline, input_path: Path, out: IO[str], rejects: IO[s
             bar.update(sum(len(r.value) + 1 for r in batch))
     summary.flagged_live = summary.flagged
     final = pipeline.flush()  # the end of the input: re-audit everything still in the window
-    _write(final, out, verdicts)
+    sink.deliver(final)
     summary.flagged += len(final.events)
     if annotators is not None:
         json.dump(pipeline.annotator_report(), annotators, indent=1)
         annotators.write("\n")
     return summary
-
-
-def _write(result, out: IO[str], verdicts: IO[str] | None) -> None:
-    for event in result.events:
-        out.write(event.model_dump_json() + "\n")
-    if verdicts is not None:
-        verdicts.writelines(v.model_dump_json() + "\n" for v in result.verdicts)

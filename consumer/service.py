@@ -21,7 +21,9 @@ One iteration, in order:
 5. every ``checkpoint_interval_ms``, when partitions are revoked, and on exit:
    :meth:`LabelwatchService.checkpoint` saves the state, then commits the next offsets.
 
-SIGTERM or SIGINT only set a stop flag; the loop finishes its batch, commits and closes.
+SIGTERM or SIGINT only set a stop flag; the loop finishes its batch, commits and closes. With
+``flush_on_stop`` (the demo), the end of the stream comes first: a final re-audit of every window,
+delivered like any batch (:meth:`LabelwatchService.flush_and_deliver`).
 """
 
 from __future__ import annotations
@@ -38,33 +40,12 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from consumer.health import Health
 from consumer.pacing import PollPacer
 from consumer.pipeline import BatchResult, InputRecord, Pipeline
-from consumer.routing import ReviewRouter, parse_routes
 from consumer.settings import Settings
-from schemas import DeadLetter, SourcePosition
+from consumer.sinks import KafkaSink, kafka_producer
+from consumer.sinks import ERROR_HEADER_PREFIX, DeliveryError, dead_letter_headers  # noqa: F401 - re-exported
+from schemas import SourcePosition
 
 log = logging.getLogger(__name__)
-
-ERROR_HEADER_PREFIX = "labelwatch.errors."
-MAX_DELIVERY_BACKOFF_S = 30.0
-
-
-class DeliveryError(RuntimeError):
-    """Outputs of a batch could not be delivered; the batch was not committed and will be replayed."""
-
-
-def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
-    """Error context for a dead letter, in the style of Kafka Connect's ``errors.deadletterqueue``."""
-    headers = [(ERROR_HEADER_PREFIX + "reason", letter.reason.encode()),
-               (ERROR_HEADER_PREFIX + "type", letter.error_type.encode()),
-               (ERROR_HEADER_PREFIX + "exception.message", letter.reason.encode())]
-    if letter.exception:
-        headers.append((ERROR_HEADER_PREFIX + "exception.class.name", letter.exception.encode()))
-    if letter.source:
-        headers += [(ERROR_HEADER_PREFIX + "topic", letter.source.topic.encode()),
-                    (ERROR_HEADER_PREFIX + "partition", str(letter.source.partition).encode()),
-                    (ERROR_HEADER_PREFIX + "offset", str(letter.source.offset).encode())]
-    return headers
-
 
 def consumer_options(s: Settings) -> dict:
     """kafka-python consumer options of the service: manual commits, group timings, fetch sizes, security."""
@@ -98,21 +79,21 @@ class ServiceStats:
 class LabelwatchService:
     """Consumes AnnotatedSamples from Kafka and produces review events and dead letters."""
 
-    def __init__(self, settings: Settings, pipeline: Pipeline, health: Health | None = None):
+    def __init__(self, settings: Settings, pipeline: Pipeline, health: Health | None = None,
+                 *, flush_on_stop: bool = False):
         self.settings = settings
         self.pipeline = pipeline
         self.metrics = pipeline.metrics
         self.health = health or Health(stall_after_s=settings.max_poll_interval_ms / 1000)
-        self.router = ReviewRouter(settings.review_topic, parse_routes(settings.review_routes),
-                                   budget=settings.review_budget, window_s=settings.review_budget_window_s,
-                                   deferred_topic=settings.review_deferred_topic)
+        self.flush_on_stop = flush_on_stop
+        self.final: BatchResult | None = None  # with flush_on_stop, what the final re-audit delivered
+        self.sink: KafkaSink | None = None  # every output goes through it; made by run()
         self.stats = ServiceStats()
         self.pacer = PollPacer.for_poll_interval(settings.max_poll_interval_ms, settings.max_poll_records)
         self.stop_event = threading.Event()
         self.assigned = threading.Event()
         self._pending: dict = {}  # partition -> next offset, processed and delivered but not committed
         self._consumer_ref: KafkaConsumer | None = None
-        self._producer_ref: KafkaProducer | None = None
         self._failed = False  # a batch failed half-way: the state in memory must never be saved
         self.started = False  # True once the poll loop runs; before, nothing needs a graceful stop
 
@@ -126,13 +107,7 @@ class LabelwatchService:
         return consumer
 
     def _producer(self, **overrides) -> KafkaProducer:
-        timeout = self.settings.delivery_timeout_ms
-        # No idempotent producer: kafka-python 3 turns a timed-out InitProducerId (a broker stall at
-        # start-up) into a fatal state in which every later send fails. Duplicates from producer
-        # retries are harmless here: every output carries a deterministic event_id.
-        options = dict(acks="all", linger_ms=5, delivery_timeout_ms=timeout, request_timeout_ms=min(30_000, timeout - 5),
-                       enable_idempotence=False, **self.settings.kafka_config())
-        return KafkaProducer(**{**options, **overrides})
+        return kafka_producer(self.settings, **overrides)
 
     def run(self) -> ServiceStats:
         """Consume until :meth:`stop` is called; checkpoint and close on the way out."""
@@ -142,7 +117,9 @@ class LabelwatchService:
         self.health.model_ready = True
         log.info("connecting to %s (%s)", s.bootstrap_servers, s.security_protocol)
         self._consumer_ref = consumer = self._consumer()
-        self._producer_ref = producer = self._producer()
+        producer = self._producer()
+        # a stop cuts resends short, unless the stream's end is still to be delivered
+        self.sink = KafkaSink(s, producer, self.metrics, None if self.flush_on_stop else self.stop_event)
         log.info("consuming %s as group %s", s.input_topic, s.group_id)
         self.started = True
         interval = self.settings.checkpoint_interval_ms / 1000
@@ -165,20 +142,16 @@ class LabelwatchService:
                 if assignment:
                     self.assigned.set()
                 self.health.polled(broker_reachable=_connected(consumer), assigned=len(assignment))
-                try:
-                    if polled:
-                        self._handle(consumer, producer, polled)
-                    elif self.pipeline.pending_reaudits:  # idle: get ahead with the queued re-audits
-                        self._reaudit_slice(producer)
-                except BaseException:
-                    # the detectors may have judged what was never delivered: saving that state
-                    # would make a replay skip those records. Stop with the last checkpoint intact.
-                    self._failed = True
-                    raise
+                if polled:
+                    self._guarded(self._handle, consumer, polled)
+                elif self.pipeline.pending_reaudits:  # idle: get ahead with the queued re-audits
+                    self._guarded(self._reaudit_slice)
                 if (self._pending or self.pipeline.changed) and time.monotonic() - last_checkpoint >= interval:
                     self.checkpoint()
                     last_checkpoint = time.monotonic()
                 self._update_lag(consumer)
+            if self.flush_on_stop:
+                self._guarded(self.flush_and_deliver)
             self.checkpoint()
         finally:
             producer.flush()
@@ -187,10 +160,33 @@ class LabelwatchService:
             log.info("stopped after %d records", self.stats.consumed)
         return self.stats
 
+    def _guarded(self, work, *args) -> None:
+        """Run ``work``, which judges and delivers; if it fails, mark the state in memory unsavable."""
+        try:
+            work(*args)
+        except BaseException:
+            # the detectors may have judged what was never delivered: saving that state
+            # would make a replay skip those records. Stop with the last checkpoint intact.
+            self._failed = True
+            raise
+
+    def flush_and_deliver(self) -> BatchResult:
+        """The end of the stream: re-audit every window (:meth:`~consumer.pipeline.Pipeline.flush`),
+        deliver the late events and verdicts through the sink, like any batch, and keep them in ``final``.
+
+        ``run`` calls it on stop when ``flush_on_stop`` is set, before its last checkpoint and while
+        its producer is still open.
+        """
+        result = self.pipeline.flush()
+        self.sink.deliver(result)
+        self.stats.review_events += len(result.events)
+        self.final = result
+        return result
+
     def checkpoint(self, *, blocking: bool = True) -> None:
         """Make everything processed so far durable, in order: outputs, state, then offsets.
 
-        1. the producer is flushed and every delivery confirmed (done per batch in ``_deliver``);
+        1. the producer is flushed and every delivery confirmed (done per batch by the sink);
         2. the detector state of every changed dataset is saved atomically, with the offsets up to
            which it judged each partition;
         3. the next offset of every partition processed is committed.
@@ -205,7 +201,7 @@ class LabelwatchService:
         """
         if not (self._pending or self.pipeline.changed) or self._failed:
             return  # (re-audit slices change the state without consuming anything)
-        self._producer_ref.flush()
+        self.sink.producer.flush()
         saved = self.pipeline.checkpoint()
         offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self._pending.items()}
         try:
@@ -223,7 +219,7 @@ class LabelwatchService:
         self.pipeline.publish_annotator_metrics(self.settings.annotator_metrics_top)
         log.debug("checkpoint: %d datasets saved, %d partitions committed", saved, len(offsets))
 
-    def _handle(self, consumer: KafkaConsumer, producer: KafkaProducer, polled) -> None:
+    def _handle(self, consumer: KafkaConsumer, polled) -> None:
         """Judge a poll's records and deliver the outputs, within the pacer's time budget.
 
         A poll the pacer expects to outlast a quarter of its budget is worked in chunks; once the
@@ -259,7 +255,7 @@ class LabelwatchService:
             done += len(part)
         records, handed_back = records[:done], records[done:]
         self._hand_back(consumer, handed_back)
-        self._deliver(producer, result)  # one flush per poll
+        self.sink.deliver(result)  # one flush per poll
         for record in corrections + records:
             tp = TopicPartition(record.source.topic, record.source.partition)
             self._pending[tp] = max(self._pending.get(tp, 0), record.source.offset + 1)
@@ -289,7 +285,7 @@ class LabelwatchService:
             log.debug("poll budget of %.1f s spent: %d records handed back to the next poll",
                       self.pacer.budget_s, len(records))
 
-    def _reaudit_slice(self, producer: KafkaProducer) -> None:
+    def _reaudit_slice(self) -> None:
         """Run ``reaudit_slice`` deferred re-audits, while no records wait, and deliver their late verdicts.
 
         A learning step's re-audits re-score about three samples for each one learned. Run with the
@@ -300,62 +296,10 @@ class LabelwatchService:
         """
         started = time.perf_counter()
         result = self.pipeline.run_reaudits(self.settings.reaudit_slice)
-        self._deliver(producer, result)
+        self.sink.deliver(result)
         self.metrics.reaudit_seconds.observe(time.perf_counter() - started)
         self.metrics.reaudits_pending.set(self.pipeline.pending_reaudits)
         self.stats.review_events += len(result.events)
-
-    def _deliver(self, producer: KafkaProducer, result: BatchResult) -> None:
-        """Produce a batch's outputs and wait until the broker acknowledged every one.
-
-        Records that fail are sent again after a backoff that doubles each time. After
-        ``delivery_attempts`` attempts, :class:`DeliveryError`: the caller has not marked the batch
-        for commit, so it is replayed, with the same event ids, by whoever consumes it next.
-        """
-        s = self.settings
-        routed = self.router.route(result.events)
-        outgoing = [(topic, e.sample_id.encode(), e.model_dump_json().encode(), None) for topic, e in routed]
-        deferred = sum(topic == self.router.deferred_topic for topic, _ in routed)
-        if deferred:
-            self.metrics.review_events_deferred.inc(deferred)
-        outgoing += [(s.dlq_topic, None, letter.model_dump_json().encode(), dead_letter_headers(letter))
-                     for _, letter in result.dead_letters]
-        if s.verdict_topic:
-            outgoing += [(s.verdict_topic, v.sample_id.encode(), v.model_dump_json().encode(), None)
-                         for v in result.verdicts]
-        for attempt in range(1, s.delivery_attempts + 1):
-            outgoing, error = self._send_all(producer, outgoing)
-            if not outgoing:
-                return
-            if attempt == s.delivery_attempts or self.stop_event.is_set():
-                break
-            backoff = min(s.delivery_backoff_ms / 1000 * 2 ** (attempt - 1), MAX_DELIVERY_BACKOFF_S)
-            log.warning("%d output records failed (%s: %s); sending them again in %.1f s (attempt %d of %d)",
-                        len(outgoing), type(error).__name__, error, backoff, attempt + 1, s.delivery_attempts)
-            for topic, *_ in outgoing:
-                self.metrics.produce_retries.labels(topic=topic).inc()
-            self.stop_event.wait(backoff)
-        raise DeliveryError(f"{len(outgoing)} output records could not be delivered ({type(error).__name__}: "
-                            f"{error}); the batch is not committed and will be replayed")
-
-    def _send_all(self, producer: KafkaProducer, outgoing: list) -> tuple[list, KafkaError | None]:
-        """Send ``outgoing`` and wait for every acknowledgement; returns the records that failed."""
-        failed, last_error, sent = [], None, []
-        for record in outgoing:
-            topic, key, value, headers = record
-            try:
-                sent.append((record, producer.send(topic, key=key, value=value, headers=headers)))
-            except KafkaError as error:  # e.g. no metadata within max_block_ms while the broker is away
-                failed.append(record)
-                last_error = error
-        producer.flush()
-        for record, future in sent:
-            try:
-                future.get(timeout=self.settings.delivery_timeout_ms / 1000 + 5)
-            except KafkaError as error:
-                failed.append(record)
-                last_error = error
-        return failed, last_error
 
     def _update_lag(self, consumer: KafkaConsumer) -> None:
         for tp in consumer.assignment():

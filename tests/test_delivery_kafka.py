@@ -18,6 +18,7 @@ from consumer.metrics import Metrics
 from consumer.pipeline import InputRecord, Pipeline
 from consumer.service import DeliveryError, LabelwatchService
 from consumer.settings import Settings
+from consumer.sinks import KafkaSink
 from consumer.state import StateStore
 from consumer.export import read_topic
 from detectors import MonitorConfig
@@ -51,13 +52,14 @@ def test_outputs_that_fail_during_a_broker_stall_are_sent_again_until_delivered(
         settings = settings_for(bootstrap, delivery_timeout_ms=1_000, delivery_attempts=8, delivery_backoff_ms=300)
         service = LabelwatchService(settings, Pipeline(MONITOR, None, metrics=Metrics()))
         producer = service._producer()  # nothing sent yet: its first requests meet the frozen broker
+        sink = KafkaSink(settings, producer, service.metrics)
         records = [InputRecord(orjson.dumps(m), SourcePosition(topic="in", partition=0, offset=i))
                    for i, m in enumerate(messages(40))]
         result = service.pipeline.process(records)
         outcome: list = []
         os.kill(broker.process.pid, signal.SIGSTOP)
         try:
-            worker = threading.Thread(target=lambda: outcome.append(service._deliver(producer, result) or "delivered"))
+            worker = threading.Thread(target=lambda: outcome.append(sink.deliver(result) or "delivered"))
             worker.start()
             time.sleep(4)  # several delivery timeouts pass while the broker is frozen
         finally:

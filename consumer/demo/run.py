@@ -68,7 +68,9 @@ def run_demo(settings: Settings, *, dataset: str = "digits", noise: float = 0.1,
                                     device=settings.embedding_device)
         pipeline = Pipeline(settings.monitor_config(), embedder, metrics=metrics,
                             max_message_bytes=settings.max_message_bytes)
-        service = LabelwatchService(settings, pipeline, health)
+        # on stop, the stream is over: the service re-audits the whole window, as `labelwatch audit`
+        # does at end of input, and delivers it like any batch (routed, budgeted, retried)
+        service = LabelwatchService(settings, pipeline, health, flush_on_stop=True)
         thread = threading.Thread(target=service.run, name="labelwatch", daemon=True)
         started = time.perf_counter()
         thread.start()
@@ -81,17 +83,11 @@ def run_demo(settings: Settings, *, dataset: str = "digits", noise: float = 0.1,
         if len(judged) < len(messages) or len(letters) < len(MALFORMED):
             raise DemoIncomplete(f"the service stopped after judging {len(judged)} of {len(messages)} samples and "
                                  f"dead-lettering {len(letters)} of {len(MALFORMED)} malformed messages")
-        live_count = service.stats.review_events
-        # the stream is over: re-audit the whole window, as `labelwatch audit` does at end of input
-        final = pipeline.flush()
-        producer = KafkaProducer(acks="all", **settings.kafka_config())
-        for event in final.events:
-            producer.send(settings.review_topic, key=event.sample_id.encode(), value=event.model_dump_json().encode())
-        producer.flush()
-        producer.close()
-
+        final = service.final
+        if final is None:
+            raise DemoIncomplete("the service stopped before it delivered its final re-audit")
         events = [ReviewEvent.model_validate_json(r.value) for r in
-                  read_topic(settings.kafka_config(), settings.review_topic, live_count + len(final.events))]
+                  read_topic(settings.kafka_config(), settings.review_topic, service.stats.review_events)]
 
     out(f"judged all {len(judged)} samples in {elapsed:.1f}s ({len(judged) / max(elapsed, 1e-9):.0f}/s); detectors {settings.detectors}, "
         f"voters {settings.voters}, policy {settings.policy}")
