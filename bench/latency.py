@@ -30,9 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.report import command_line, load_average, provenance, replace_section  # noqa: E402
 from bench.throughput import vector_messages  # noqa: E402
 from consumer.demo.broker import LocalBroker  # noqa: E402
-from consumer.metrics import Metrics  # noqa: E402
-from consumer.pipeline import Pipeline  # noqa: E402
-from consumer.service import LabelwatchService  # noqa: E402
+from consumer.app import build_service  # noqa: E402
 from consumer.settings import Settings  # noqa: E402
 from consumer.demo.topics import ensure_topics
 from consumer.export import read_topic  # noqa: E402
@@ -56,7 +54,7 @@ def measure(rate: float, seconds: float, seed: int = 0, **overrides) -> dict:
                             group_id="lat", metrics_port=0, max_poll_interval_ms=10_000, session_timeout_ms=6_000,
                             heartbeat_interval_ms=2_000, embedding_preload=False, **overrides)
         ensure_topics(settings, ["lat-in", "lat-reviews", "lat-dlq", "lat-verdicts"])
-        service = LabelwatchService(settings, Pipeline(settings.monitor_config(), None, metrics=Metrics()))
+        service = build_service(settings, embedder=None).service
         thread = threading.Thread(target=service.run, daemon=True)
         thread.start()
         if not service.assigned.wait(timeout=60):

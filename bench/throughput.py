@@ -60,9 +60,8 @@ from bench.embedding_batch import texts_per_second  # noqa: E402
 from consumer.demo.broker import LocalBroker
 from consumer.demo.datasets import inject_noise, load, to_messages
 from consumer.embedding import SentenceEmbedder
-from consumer.metrics import Metrics
-from consumer.pipeline import Pipeline
-from consumer.service import LabelwatchService, consumer_options
+from consumer.app import build_service
+from consumer.service import consumer_options
 from consumer.demo.topics import ensure_topics
 from consumer.settings import Settings
 
@@ -203,9 +202,7 @@ def raw_consumer_baseline(settings: Settings, n: int, timeout: float) -> Timing:
 
 def run_service(settings: Settings, embedder: SentenceEmbedder | None, n: int, timeout: float) -> Timing:
     """The real service in a thread; from its start until it has consumed ``n`` records."""
-    pipeline = Pipeline(settings.monitor_config(), embedder, metrics=Metrics(),
-                        max_message_bytes=settings.max_message_bytes)
-    service = LabelwatchService(settings, pipeline)
+    service = build_service(settings, embedder=embedder).service
     failure: list[BaseException] = []
 
     def target() -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
-import signal
 import sys
 from pathlib import Path
 
@@ -46,69 +44,16 @@ def _setup_logging(level: str, fmt: str = "text") -> None:
     setup_logging(level, fmt)
 
 
-def _pipeline(settings: Settings, metrics=None, state=None, embedder=None):
-    from consumer.embedding import SentenceEmbedder
-    from consumer.pipeline import Pipeline
-
-    embedder = embedder or SentenceEmbedder(settings.embedding_model, batch_size=settings.embedding_batch_size,
-                                            device=settings.embedding_device)
-    return Pipeline(settings.monitor_config(), embedder, metrics=metrics,
-                    max_message_bytes=settings.max_message_bytes, state=state)
-
-
-def _state(settings: Settings):
-    """The checkpoint store, verified before anything is consumed; ``None`` without a state dir."""
-    from consumer.state import CorruptStateError, StateStore
-
-    if not settings.state_dir:
-        return None
-    store = StateStore(settings.state_dir)
-    if settings.fresh_state:
-        aside = store.set_aside()
-        if aside:
-            logging.getLogger("labelwatch").warning("--fresh-state: previous checkpoints moved to %s", aside)
-    try:
-        store.verify()
-    except CorruptStateError as error:
-        raise SystemExit(f"labelwatch: {error}") from None
-    return store
-
-
 def cmd_run(args) -> int:
-    from consumer.health import Health, serve
-    from consumer.metrics import Metrics
-    from consumer.service import LabelwatchService
+    from consumer import app
 
     settings = _settings(args, Settings.model_fields)
     _setup_logging(settings.log_level, settings.log_format)
-    state = _state(settings)
-    metrics = Metrics()
-    health = Health(stall_after_s=settings.max_poll_interval_ms / 1000)
-    pipeline = _pipeline(settings, metrics, state)
-    server = None
-    if settings.metrics_port:
-        server = serve(metrics, health, settings.metrics_port, settings.metrics_host,
-                       reports={"/annotators": pipeline.annotator_report, "/clusters": pipeline.cluster_report},
-                       api_token=settings.api_token.get_secret_value() if settings.api_token else None)
-    service = LabelwatchService(settings, pipeline, health)
-
-    def on_signal(signum, _frame):
-        if not service.started:  # still connecting: nothing consumed, nothing to save
-            raise SystemExit(128 + signum)
-        service.stop()  # finish the batch, checkpoint, commit, close
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, on_signal)
-    try:
-        service.run()
-    finally:
-        if server:
-            server.shutdown()
-            server.server_close()
-    return 0
+    return app.run(settings)
 
 
 def cmd_audit(args) -> int:
+    from consumer.app import build_pipeline
     from consumer.audit import audit_file
 
     settings = _settings(args, DETECTOR_FIELDS + EMBEDDING_FIELDS)
@@ -120,7 +65,7 @@ def cmd_audit(args) -> int:
         verdicts = stack.enter_context(args.verdicts_out.open("w", encoding="utf-8")) if args.verdicts_out else None
         annotators = (stack.enter_context(args.annotators_out.open("w", encoding="utf-8"))
                       if args.annotators_out else None)
-        summary = audit_file(_pipeline(settings), args.input, out, rejects, batch_size=args.batch_size,
+        summary = audit_file(build_pipeline(settings), args.input, out, rejects, batch_size=args.batch_size,
                              verdicts=verdicts, annotators=annotators)
     print(f"audited {summary.processed} samples from {summary.lines} lines: {summary.flagged} flagged, "
           f"{summary.rejected} rejected ({summary.flagged_live} of the events while streaming, the rest by the "
@@ -157,6 +102,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from consumer.app import build_pipeline
     from consumer.evaluate import KINDS, evaluate
 
     settings = _settings(args, DETECTOR_FIELDS + EMBEDDING_FIELDS)
@@ -165,8 +111,8 @@ def cmd_evaluate(args) -> int:
     if not 0 < args.noise < 1 or args.kind not in KINDS or args.seeds < 1:
         raise SystemExit("labelwatch evaluate: --noise must be in (0, 1), --kind uniform or pair, --seeds at least 1")
     _setup_logging("WARNING")
-    shared = _pipeline(settings)  # one embedding model for every seed
-    evaluate(args.input, lambda: _pipeline(settings, embedder=shared.embedder), noise=args.noise, kind=args.kind,
+    shared = build_pipeline(settings)  # one embedding model for every seed
+    evaluate(args.input, lambda: build_pipeline(settings, embedder=shared.embedder), noise=args.noise, kind=args.kind,
              seeds=args.seeds, baseline=not args.no_baseline)
     return 0
 

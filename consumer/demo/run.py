@@ -11,11 +11,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from consumer.demo.broker import LocalBroker, free_port
 from consumer.demo.datasets import corrupted_ids, inject_noise, load, to_messages
-from consumer.embedding import SentenceEmbedder
-from consumer.health import Health, serve
-from consumer.metrics import Metrics
-from consumer.pipeline import Pipeline
-from consumer.service import LabelwatchService
+from consumer.app import build_service, http_server
 from consumer.demo.topics import ensure_topics
 from consumer.export import read_topic
 from consumer.settings import Settings
@@ -58,19 +54,12 @@ def run_demo(settings: Settings, *, dataset: str = "digits", noise: float = 0.1,
         out(f"produced {len(messages)} samples of '{dataset}' ({len(truth)} labels corrupted, "
             f"{noise:.0%} noise, seed {seed}) and {len(MALFORMED)} malformed messages")
 
-        metrics = Metrics()
-        health = Health(stall_after_s=settings.max_poll_interval_ms / 1000)
-        server = serve(metrics, health, port, "127.0.0.1")
-        stack.callback(server.server_close)
-        stack.callback(server.shutdown)  # callbacks run last first: stop serving, then close the socket
-        out(f"metrics: http://127.0.0.1:{port}/metrics")
-        embedder = SentenceEmbedder(settings.embedding_model, batch_size=settings.embedding_batch_size,
-                                    device=settings.embedding_device)
-        pipeline = Pipeline(settings.monitor_config(), embedder, metrics=metrics,
-                            max_message_bytes=settings.max_message_bytes)
         # on stop, the stream is over: the service re-audits the whole window, as `labelwatch audit`
         # does at end of input, and delivers it like any batch (routed, budgeted, retried)
-        service = LabelwatchService(settings, pipeline, health, flush_on_stop=True)
+        app = build_service(settings, flush_on_stop=True)
+        stack.enter_context(http_server(app))
+        out(f"metrics: http://127.0.0.1:{port}/metrics")
+        pipeline, service = app.pipeline, app.service
         thread = threading.Thread(target=service.run, name="labelwatch", daemon=True)
         started = time.perf_counter()
         thread.start()

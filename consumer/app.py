@@ -1,0 +1,122 @@
+"""The composition root: the one place that builds labelwatch, for every mode.
+
+``run``, ``demo``, ``audit``, ``evaluate`` and the benchmarks all get their pipeline from
+:func:`build_pipeline` and their service from :func:`build_service`; :func:`run` is
+``labelwatch run``: it owns every lifetime (state store, HTTP server, signal handlers, the
+service) in one :class:`~contextlib.ExitStack`, released in reverse order however it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from consumer.health import Health, serve
+from consumer.metrics import Metrics
+from consumer.pipeline import Embedder, Pipeline
+from consumer.service import LabelwatchService
+from consumer.settings import Settings
+from consumer.state import CorruptStateError, StateStore
+
+log = logging.getLogger("labelwatch")
+
+
+SETTINGS_MODEL = object()
+"""``embedder`` default: the model ``settings`` names. ``None`` builds a pipeline for vectors only."""
+
+
+def build_pipeline(settings: Settings, *, metrics: Metrics | None = None, state: StateStore | None = None,
+                   embedder: Embedder | None | object = SETTINGS_MODEL) -> Pipeline:
+    """The pipeline every mode runs: the detectors of ``settings`` and its embedding model
+    (loaded on first use; pass ``embedder`` to share one already loaded, or ``None`` for vectors only)."""
+    if embedder is SETTINGS_MODEL:
+        from consumer.embedding import SentenceEmbedder
+
+        embedder = SentenceEmbedder(settings.embedding_model, batch_size=settings.embedding_batch_size,
+                                    device=settings.embedding_device)
+    return Pipeline(settings.monitor_config(), embedder, metrics=metrics,
+                    max_message_bytes=settings.max_message_bytes, state=state)
+
+
+def open_state(settings: Settings) -> StateStore | None:
+    """The checkpoint store, verified before anything is consumed; ``None`` without a state dir."""
+    if not settings.state_dir:
+        return None
+    store = StateStore(settings.state_dir)
+    if settings.fresh_state:
+        aside = store.set_aside()
+        if aside:
+            log.warning("--fresh-state: previous checkpoints moved to %s", aside)
+    try:
+        store.verify()
+    except CorruptStateError as error:
+        raise SystemExit(f"labelwatch: {error}") from None
+    return store
+
+
+@dataclass
+class App:
+    """The service and what it is made of."""
+
+    settings: Settings
+    metrics: Metrics
+    health: Health
+    pipeline: Pipeline
+    service: LabelwatchService
+
+
+def build_service(settings: Settings, *, state: StateStore | None = None,
+                  embedder: Embedder | None | object = SETTINGS_MODEL, flush_on_stop: bool = False) -> App:
+    """The Kafka service of ``settings``, not started (``app.service.run()`` runs it)."""
+    metrics = Metrics()
+    health = Health(stall_after_s=settings.max_poll_interval_ms / 1000)
+    pipeline = build_pipeline(settings, metrics=metrics, state=state, embedder=embedder)
+    return App(settings, metrics, health, pipeline,
+               LabelwatchService(settings, pipeline, health, flush_on_stop=flush_on_stop))
+
+
+@contextlib.contextmanager
+def http_server(app: App, host: str | None = None) -> Iterator[object | None]:
+    """The one HTTP server (metrics, probes, token-protected reports) while the block runs; none on port 0."""
+    settings = app.settings
+    if not settings.metrics_port:
+        yield None
+        return
+    server = serve(app.metrics, app.health, settings.metrics_port, host or settings.metrics_host,
+                   reports={"/annotators": app.pipeline.annotator_report, "/clusters": app.pipeline.cluster_report},
+                   api_token=settings.api_token.get_secret_value() if settings.api_token else None)
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def stop_on_signals(service: LabelwatchService) -> Iterator[None]:
+    """SIGTERM and SIGINT stop the service after its batch (checkpoint, commit, close); before it
+    started consuming they exit at once. The previous handlers come back afterwards."""
+    def on_signal(signum, _frame):
+        if not service.started:  # still connecting: nothing consumed, nothing to save
+            raise SystemExit(128 + signum)
+        service.stop()
+
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def run(settings: Settings) -> int:
+    """``labelwatch run``: consume until stopped."""
+    with contextlib.ExitStack() as stack:
+        app = build_service(settings, state=open_state(settings))
+        stack.enter_context(http_server(app))
+        stack.enter_context(stop_on_signals(app.service))
+        app.service.run()
+    return 0
