@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 
 from consumer.metrics import Metrics
+from consumer.records import Payload
 from consumer.state import DatasetState
 from detectors import Assessment, LateVerdict, Signal
 from schemas import AnnotatedSample
@@ -39,7 +40,7 @@ class Analytics:
             self._judge_annotator(dataset, state, sample, assessment)
 
     @staticmethod
-    def after_late(state: DatasetState, late: Sequence[LateVerdict]) -> None:
+    def after_late(state: DatasetState, late: Sequence[LateVerdict[Payload]]) -> None:
         """A sample flagged late counts against its annotator too."""
         for verdict in late:
             sample = verdict.payload[0]

@@ -15,11 +15,11 @@ from consumer import reports
 from consumer.analytics import Analytics
 from consumer.metrics import Metrics
 from consumer.positions import LogPositions
-from consumer.records import BatchResult, InputRecord, decode, review_event, sample_verdict
+from consumer.records import BatchResult, InputRecord, Payload, decode, review_event, sample_verdict
 from consumer.reviews import apply_corrections
 from consumer.state import DatasetState, DatasetStates, StateStore
 from consumer.vectors import Embedder, Vectors
-from detectors import Assessment, Batch, LabelMonitor, MonitorConfig
+from detectors import Assessment, Batch, LabelMonitor, LateVerdict, MonitorConfig
 from schemas import AnnotatedSample, DeadLetter
 
 __all__ = ["BatchResult", "DatasetState", "Embedder", "InputRecord", "Pipeline"]
@@ -140,12 +140,12 @@ class Pipeline:
             if cluster.purity is not None:
                 self.metrics.cluster_purity.labels(dataset=label).set(cluster.purity)
 
-    def _record_late(self, state: DatasetState, late, result: BatchResult) -> None:
+    def _record_late(self, state: DatasetState, late: list[LateVerdict[Payload]], result: BatchResult) -> None:
         for verdict in late:
             self._record(verdict.payload, verdict.assessment, result, late=True)
         self.analytics.after_late(state, late)
 
-    def _record(self, payload, assessment: Assessment, result: BatchResult, *, late: bool) -> None:
+    def _record(self, payload: Payload, assessment: Assessment, result: BatchResult, *, late: bool) -> None:
         sample, source = payload
         result.verdicts.append(sample_verdict(sample, assessment, source, late=late))
         if assessment.verdict.flagged:

@@ -25,6 +25,10 @@ class InputRecord:
     timestamp_ms: int | None = None
 
 
+Payload = tuple[AnnotatedSample, SourcePosition | None]
+"""What the pipeline hands the monitor with each sample, and gets back with its late verdicts."""
+
+
 @dataclass
 class BatchResult:
     """What one micro-batch produced."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Generic, TypeVar
 
 from detectors.base import Signal
 from detectors.cluster import ClusterDisagreement
@@ -43,9 +43,14 @@ class Assessment:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class LateVerdict:
-    """A sample that a re-audit flagged after its first verdict was clean."""
+P = TypeVar("P")
 
-    payload: Any
+
+@dataclass(frozen=True, slots=True)
+class LateVerdict(Generic[P]):
+    """A re-audit's verdict on a sample judged before: ``sample_id``, the new assessment, and the
+    payload the caller gave with the sample (returned as given, of the caller's type ``P``)."""
+
+    sample_id: str
+    payload: P
     assessment: Assessment

@@ -356,9 +356,9 @@ class LabelMonitor:
         for entry, assessment in zip(pending, assessments):
             if assessment.verdict.flagged:
                 entry.assessment = assessment
-                late.append(LateVerdict(entry.payload, assessment))
+                late.append(LateVerdict(entry.sample_id, entry.payload, assessment))
             elif every:
-                late.append(LateVerdict(entry.payload, assessment))
+                late.append(LateVerdict(entry.sample_id, entry.payload, assessment))
         return late
 
 
