@@ -19,7 +19,8 @@ from consumer.metrics import Metrics
 from consumer.pipeline import Embedder, Pipeline
 from consumer.service import LabelwatchService
 from consumer.settings import Settings
-from consumer.state import CorruptStateError, StateStore
+from consumer.sinks import DeliveryError
+from consumer.state import CorruptStateError, StateStore, StateUnwritable
 
 log = logging.getLogger("labelwatch")
 
@@ -52,7 +53,8 @@ def open_state(settings: Settings) -> StateStore | None:
             log.warning("--fresh-state: previous checkpoints moved to %s", aside)
     try:
         store.verify()
-    except CorruptStateError as error:
+        store.check_writable()
+    except (CorruptStateError, StateUnwritable) as error:
         raise SystemExit(f"labelwatch: {error}") from None
     return store
 
@@ -113,10 +115,20 @@ def stop_on_signals(service: LabelwatchService) -> Iterator[None]:
 
 
 def run(settings: Settings) -> int:
-    """``labelwatch run``: consume until stopped."""
+    """``labelwatch run``: consume until stopped; 0 after a clean stop.
+
+    When outputs cannot be delivered or the state cannot be saved, nothing past the last saved
+    state is committed: it logs why and returns 1, so the orchestrator restarts the service, which
+    replays from its last checkpoint once the fault is gone (docs/reliability.md).
+    """
     with contextlib.ExitStack() as stack:
         app = build_service(settings, state=open_state(settings))
         stack.enter_context(http_server(app))
         stack.enter_context(stop_on_signals(app.service))
-        app.service.run()
+        try:
+            app.service.run()
+        except (DeliveryError, StateUnwritable) as error:
+            log.error("stopping: %s. No offset past the last saved state was committed; restart to replay from it",
+                      error, extra={"event": "fatal", "error_type": type(error).__name__})
+            return 1
     return 0

@@ -42,6 +42,7 @@ from consumer.pacing import PollPacer
 from consumer.pipeline import BatchResult, InputRecord, Pipeline
 from consumer.settings import Settings
 from consumer.sinks import KafkaSink, kafka_producer
+from consumer.state import StateUnwritable
 from consumer.sinks import ERROR_HEADER_PREFIX, DeliveryError, dead_letter_headers  # noqa: F401 - re-exported
 from schemas import SourcePosition
 
@@ -95,6 +96,7 @@ class LabelwatchService:
         self._pending: dict = {}  # partition -> next offset, processed and delivered but not committed
         self._consumer_ref: KafkaConsumer | None = None
         self._failed = False  # a batch failed half-way: the state in memory must never be saved
+        self.fatal: BaseException | None = None  # an error the rebalance listener met, raised by run()
         self.started = False  # True once the poll loop runs; before, nothing needs a graceful stop
 
     def stop(self) -> None:
@@ -138,6 +140,8 @@ class LabelwatchService:
                     self.health.polled(broker_reachable=False, assigned=len(consumer.assignment()))
                     self.stop_event.wait(1.0)
                     continue
+                if self.fatal is not None:
+                    raise self.fatal
                 assignment = consumer.assignment()
                 if assignment:
                     self.assigned.set()
@@ -202,7 +206,11 @@ class LabelwatchService:
         if not (self._pending or self.pipeline.changed) or self._failed:
             return  # (re-audit slices change the state without consuming anything)
         self.sink.producer.flush()
-        saved = self.pipeline.checkpoint()
+        try:
+            saved = self.pipeline.checkpoint()
+        except StateUnwritable:
+            self._failed = True  # not saved: nothing may be committed past the last checkpoint
+            raise
         offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self._pending.items()}
         try:
             if offsets and blocking:
@@ -359,7 +367,11 @@ class _CheckpointOnRevoke(ConsumerRebalanceListener):
         # called from poll(), on the consumer's network thread: the pipeline is idle, but a blocking
         # commit would deadlock, so the commit is asynchronous (the saved state makes it optional)
         if self.service._consumer_ref is not None:
-            self.service.checkpoint(blocking=False)
+            try:
+                self.service.checkpoint(blocking=False)
+            except StateUnwritable as error:  # kafka-python would only log it: run() raises it after this poll
+                self.service.fatal = error
+                return
             if not self.service._failed:
                 # the partitions' datasets may move to another instance, which advances their
                 # checkpoints: forget them, and restore whatever we get assigned from its latest one

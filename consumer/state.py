@@ -17,6 +17,7 @@ local files (pickles, even restricted): keep the state directory private to the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -66,6 +67,12 @@ class DatasetState:
 
     def fields(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+class StateUnwritable(RuntimeError):
+    """A checkpoint could not be written (disk full, read-only, no permission). The previous one is
+    intact, and no offset past it may be committed: the service stops, and replays from it once
+    restarted with a writable state directory."""
 
 
 class CorruptStateError(RuntimeError):
@@ -143,14 +150,38 @@ class StateStore:
         return self.directory / f"{_file_stem(dataset)}.ckpt"
 
     def save(self, dataset: str, state: DatasetState) -> None:
-        """Write ``state`` atomically: the previous checkpoint survives a crash at any point."""
+        """Write ``state`` atomically: the previous checkpoint survives a crash at any point, and a
+        failed write (:class:`StateUnwritable`) leaves it in place, with no partial file beside it."""
         target = self.path(dataset)
         temporary = target.with_suffix(f".tmp-{os.getpid()}")
-        with open(temporary, "wb") as handle:
-            handle.write(encode_checkpoint(state))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
+        try:
+            with open(temporary, "wb") as handle:
+                handle.write(encode_checkpoint(state))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, target)
+            self._sync_directory()
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            raise StateUnwritable(f"cannot write the checkpoint of dataset {dataset!r} to {self.directory}: "
+                                  f"{error.strerror or error} (errno {error.errno})") from error
+
+    def check_writable(self) -> None:
+        """Write, sync and remove a probe file: :class:`StateUnwritable` if the directory cannot take a checkpoint."""
+        probe = self.directory / f".write-probe-{os.getpid()}"
+        try:
+            with open(probe, "wb") as handle:
+                handle.write(b"labelwatch")
+                os.fsync(handle.fileno())
+            probe.unlink()
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                probe.unlink()
+            raise StateUnwritable(f"the state directory {self.directory} is not writable: "
+                                  f"{error.strerror or error} (errno {error.errno})") from error
+
+    def _sync_directory(self) -> None:
         directory = os.open(self.directory, os.O_RDONLY)
         try:
             os.fsync(directory)

@@ -547,7 +547,7 @@ def test_producer_messages_are_valid_noisy_samples_keyed_by_dataset():
 @pytest.mark.kafka
 def test_producer_streams_to_a_real_broker(kafka_broker, unique_name):
     from consumer.demo.topics import ensure_topics
-from consumer.export import read_topic
+    from consumer.export import read_topic
 
     producer = load_producer()
     topic = unique_name("deploy-producer")

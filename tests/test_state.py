@@ -16,7 +16,8 @@ import orjson
 import pytest
 
 from consumer.pipeline import InputRecord, Pipeline
-from consumer.state import FORMAT_VERSION, MAGIC, CorruptStateError, DatasetState, StateStore, encode_checkpoint
+from consumer.state import (FORMAT_VERSION, MAGIC, CorruptStateError, DatasetState, StateStore, StateUnwritable,
+                            encode_checkpoint)
 from detectors import LabelMonitor, MonitorConfig
 from schemas import SourcePosition, make_event_id
 from verdicts import assert_same_verdicts
@@ -80,9 +81,10 @@ def test_a_crash_mid_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch)
         raise OSError("power cut")
 
     monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(StateUnwritable, match="power cut"):
         store.save("pets", state_at(2))
     monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == [store.path("pets").name], "no partial file left beside it"
     assert store.load("pets").positions == {("in", 0): 1}
     assert store.verify() == 1, "a half-written temporary file is not a checkpoint"
 
