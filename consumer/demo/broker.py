@@ -51,9 +51,11 @@ class LocalBroker:
     True
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None, *, start_timeout: float = 20.0):
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None, *, start_timeout: float = 20.0,
+                 advertised_port: int | None = None):
         self.host = host
         self.port = port or free_port(host)
+        self.advertised_port = advertised_port or self.port  # another port, e.g. a proxy's in front of it
         self.start_timeout = start_timeout
         self.process: subprocess.Popen | None = None
 
@@ -64,7 +66,8 @@ class LocalBroker:
     def start(self) -> LocalBroker:
         url = f"tcp://{self.host}:{self.port}"
         self.process = subprocess.Popen(
-            [str(find_tansu()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+            [str(find_tansu()), "broker", "--listener-url", url,
+             "--advertised-listener-url", f"tcp://{self.host}:{self.advertised_port}",
              "--storage-engine", "memory://tansu/"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

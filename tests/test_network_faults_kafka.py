@@ -1,0 +1,113 @@
+"""A flaky network between labelwatch and its broker: connections reset, then traffic black-holed.
+
+Every connection goes through a loopback TCP proxy (``tcp_proxy.py``): the broker advertises the
+proxy's port as its listener, so clients reconnect through it too. Nothing may be lost.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import orjson
+import pytest
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
+
+from consumer.demo.broker import LocalBroker, free_port
+from consumer.export import read_topic
+from kafka_helpers import QUICK_GROUP, committed
+from schemas import DeadLetter, SampleVerdict
+from tcp_proxy import TcpProxy
+
+pytestmark = pytest.mark.kafka
+
+MALFORMED = [b"not json", b'{"sample_id": "x"}', b'{"label": "1"}', b"", b'{"sample_id": "y", "label": "2", "embedding": []}']
+
+
+def _messages(start: int, stop: int) -> list[dict]:
+    rng = np.random.default_rng(start)
+    centers = np.random.default_rng(0).normal(size=(5, 16)) * 3
+    which = rng.integers(0, 5, stop - start)
+    vectors = centers[which] + rng.normal(size=(stop - start, 16))
+    return [{"sample_id": f"n{start + i}", "label": str(which[i]), "embedding": [round(float(v), 4) for v in vectors[i]]}
+            for i in range(stop - start)]
+
+
+def _produce(bootstrap: str, values: list[bytes], keys: list[bytes | None]) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all", retries=20,
+                             retry_backoff_ms=500, request_timeout_ms=10_000)
+    try:
+        for key, value in zip(keys, values):
+            producer.send("in", key=key, value=value)
+        producer.flush(timeout=120)
+    finally:
+        producer.close(timeout=10)
+
+
+def _produce_samples(bootstrap: str, start: int, stop: int) -> None:
+    messages = _messages(start, stop)
+    _produce(bootstrap, [orjson.dumps(m) for m in messages], [m["sample_id"].encode() for m in messages])
+
+
+def test_resets_and_a_30_second_black_hole_lose_nothing(tmp_path):
+    broker_port = free_port()
+    with TcpProxy(broker_port) as proxy, LocalBroker(port=broker_port, advertised_port=proxy.port):
+        bootstrap, partitions = f"127.0.0.1:{proxy.port}", 2
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        admin.create_topics([NewTopic("in", partitions, 1), NewTopic("reviews", 1, 1), NewTopic("dlq", 1, 1),
+                             NewTopic("verdicts", 1, 1)])
+        admin.close()
+        _produce_samples(bootstrap, 0, 2000)
+
+        env = {**os.environ, **QUICK_GROUP, "LABELWATCH_CHECKPOINT_INTERVAL_MS": "500",
+               "LABELWATCH_MAX_POLL_RECORDS": "200"}
+        service = subprocess.Popen(
+            [sys.executable, "-m", "consumer", "run", "--bootstrap-servers", bootstrap, "--input-topic", "in",
+             "--review-topic", "reviews", "--dlq-topic", "dlq", "--verdict-topic", "verdicts", "--group-id", "g",
+             "--metrics-port", "0", "--state-dir", str(tmp_path)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 90
+            while committed(bootstrap, "g", "in", partitions) < 1000:
+                assert service.poll() is None and time.monotonic() < deadline, "service did not start working"
+                time.sleep(0.5)
+            # six resets, 3 s apart, while more annotations and five malformed messages arrive
+            for burst in range(6):
+                cut = proxy.reset()
+                assert cut or burst, "the service's connections went through the proxy"
+                _produce_samples(bootstrap, 2000 + burst * 500, 2500 + burst * 500)
+                time.sleep(3)
+            _produce(bootstrap, MALFORMED, [None] * len(MALFORMED))
+            proxy.black_hole()
+            time.sleep(30)
+            proxy.restore()
+            n, total = 5000, 5000 + len(MALFORMED)
+            deadline = time.monotonic() + 240
+            while committed(bootstrap, "g", "in", partitions) < total:
+                assert service.poll() is None, "the service died:\n" + service.stdout.read().decode()[-4000:]
+                assert time.monotonic() < deadline, "the service did not catch up within 240 s of the black hole"
+                time.sleep(1)
+            service.send_signal(signal.SIGTERM)
+            assert service.wait(timeout=60) == 0
+        finally:
+            if service.poll() is None:
+                service.kill()
+                service.wait()
+
+        verdicts = [SampleVerdict.model_validate_json(m.value)
+                    for m in read_topic({"bootstrap_servers": bootstrap}, "verdicts", n, timeout=60)]
+        first: dict[str, set[str]] = {}
+        for verdict in verdicts:
+            if not verdict.late:
+                first.setdefault(verdict.sample_id, set()).add(verdict.event_id)
+        assert len(first) == n, f"{n - len(first)} of {n} samples have no verdict"
+        assert all(len(ids) == 1 for ids in first.values()), "a replayed verdict changed its id"
+        letters = [DeadLetter.model_validate_json(m.value)
+                   for m in read_topic({"bootstrap_servers": bootstrap}, "dlq", len(MALFORMED), timeout=30)]
+        positions = {(letter.source.partition, letter.source.offset) for letter in letters}
+        assert len(positions) == len(MALFORMED), f"dead letters for {len(positions)} of {len(MALFORMED)} malformed"
