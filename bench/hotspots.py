@@ -31,7 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import consumer.pipeline as pipeline_module  # noqa: E402
 from bench.throughput import vector_messages  # noqa: E402
+from consumer.analytics import Analytics  # noqa: E402
+from consumer.app import build_pipeline  # noqa: E402
 from consumer.pipeline import InputRecord, Pipeline  # noqa: E402
+from consumer.vectors import Vectors  # noqa: E402
 from consumer.settings import Settings  # noqa: E402
 from detectors import monitor as monitor_module  # noqa: E402
 from detectors.cluster import ClusterDisagreement  # noqa: E402
@@ -42,7 +45,7 @@ from schemas import SourcePosition  # noqa: E402
 #: (label, owner, method): the stages timed, in the order printed; labels starting with spaces are nested
 STAGES = [
     ("decode + validate (pydantic)", pipeline_module, "decode"),
-    ("to numpy", Pipeline, "_vectors"),
+    ("to numpy", Vectors, "_vectors"),
     ("judge (every detector's score)", monitor_module.LabelMonitor, "_judge"),
     ("learn (every detector)", monitor_module.LabelMonitor, "_learn_pending"),
     ("re-audit (rescoring due samples)", monitor_module.LabelMonitor, "_reaudit"),
@@ -51,9 +54,9 @@ STAGES = [
     ("  cross-fitted LDA learning", FoldLDA, "learn"),
     ("  K-means assign", ClusterDisagreement, "score_many"),
     ("  K-means learn", ClusterDisagreement, "learn_many"),
-    ("drift watch (ADWIN)", Pipeline, "_watch_drift"),
-    ("annotator quality", Pipeline, "_judge_annotator"),
-    ("consensus", Pipeline, "_with_consensus"),
+    ("drift watch (ADWIN)", Analytics, "_watch_drift"),
+    ("annotator quality", Analytics, "_judge_annotator"),
+    ("consensus", Analytics, "_consensus_of"),
     ("verdict and event models", Pipeline, "_record"),
 ]
 
@@ -65,7 +68,7 @@ def records(n: int) -> list[InputRecord]:
 
 def run(n: int, batch: int) -> float:
     data = records(n)
-    pipeline = Pipeline(Settings().monitor_config(), None)
+    pipeline = build_pipeline(Settings(), embedder=None)
     started = time.perf_counter()
     for start in range(0, n, batch):
         pipeline.process(data[start:start + batch])

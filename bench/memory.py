@@ -4,7 +4,7 @@ Target: the resident set size (RSS) at the last checkpoint stays within 10% of t
 (by default 200k against 20k; issue 7 asks for 1M against 100k, as ``bench/performance.py`` runs it), on the
 vector path (384-d precomputed embeddings).
 
-The real ``Pipeline`` (``Pipeline(Settings().monitor_config(), embedder=None)``: every detector and
+The real ``Pipeline`` (``build_pipeline(Settings(), embedder=None)``: every detector and
 re-audit default) is fed in-process, without Kafka, with micro-batches of ``InputRecord``s the way the
 service builds them (the JSON bytes of one ``AnnotatedSample`` each, a topic/partition/offset and a
 timestamp). The data: 20 Gaussian class clusters in 384-d, L2-normalised and rounded to 6 decimals,
@@ -39,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import command_line, load_average, provenance, replace_section  # noqa: E402
 from consumer.demo.datasets import inject_noise  # noqa: E402
-from consumer.pipeline import InputRecord, Pipeline  # noqa: E402
+from consumer.app import build_pipeline  # noqa: E402
+from consumer.pipeline import InputRecord  # noqa: E402
 from consumer.settings import Settings  # noqa: E402
 from schemas import SourcePosition  # noqa: E402
 
@@ -122,7 +123,7 @@ def read(samples: int, wall_s: float, process_s: float) -> Reading:
 
 
 def run(n_total: int, checkpoints: list[int], batch_size: int, seed: int, say) -> tuple[Reading, list[Reading], dict]:
-    pipeline = Pipeline(Settings().monitor_config(), embedder=None)
+    pipeline = build_pipeline(Settings(), embedder=None)
     start = read(0, 0.0, 0.0)
     say(f"before the first record: RSS {start.rss_kib / 1024:.1f} MiB")
     readings: list[Reading] = []
@@ -197,7 +198,7 @@ def section(start: Reading, readings: list[Reading], counts: dict, args, command
         "",
         table(start, readings),
         "",
-        f"- In-process, no Kafka: the real `Pipeline(Settings().monitor_config(), embedder=None)` (detectors "
+        f"- In-process, no Kafka: the real `build_pipeline(Settings(), embedder=None)` (detectors "
         f"`{settings.detectors}`, voters `{settings.voters}`, `reaudit_window` {settings.reaudit_window}, "
         f"`neighbors_per_class` {settings.neighbors_per_class}, `cluster_window` {settings.cluster_window}) gets "
         f"micro-batches of {args.batch_size} `InputRecord`s (JSON `AnnotatedSample` bytes, a Kafka source position "
