@@ -154,32 +154,34 @@ class StateStore:
         failed write (:class:`StateUnwritable`) leaves it in place, with no partial file beside it."""
         target = self.path(dataset)
         temporary = target.with_suffix(f".tmp-{os.getpid()}")
-        try:
+        with self._unwritable(temporary, f"cannot write the checkpoint of dataset {dataset!r} to {self.directory}"):
             with open(temporary, "wb") as handle:
                 handle.write(encode_checkpoint(state))
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temporary, target)
             self._sync_directory()
-        except OSError as error:
-            with contextlib.suppress(OSError):
-                temporary.unlink()
-            raise StateUnwritable(f"cannot write the checkpoint of dataset {dataset!r} to {self.directory}: "
-                                  f"{error.strerror or error} (errno {error.errno})") from error
 
     def check_writable(self) -> None:
         """Write, sync and remove a probe file: :class:`StateUnwritable` if the directory cannot take a checkpoint."""
         probe = self.directory / f".write-probe-{os.getpid()}"
-        try:
+        with self._unwritable(probe, f"the state directory {self.directory} is not writable"):
             with open(probe, "wb") as handle:
                 handle.write(b"labelwatch")
                 os.fsync(handle.fileno())
             probe.unlink()
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _unwritable(partial: Path, what: str):
+        """An OSError in the block becomes :class:`StateUnwritable` saying ``what`` and why, and
+        ``partial`` (the file the block was writing) is removed."""
+        try:
+            yield
         except OSError as error:
             with contextlib.suppress(OSError):
-                probe.unlink()
-            raise StateUnwritable(f"the state directory {self.directory} is not writable: "
-                                  f"{error.strerror or error} (errno {error.errno})") from error
+                partial.unlink()
+            raise StateUnwritable(f"{what}: {error.strerror or error} (errno {error.errno})") from error
 
     def _sync_directory(self) -> None:
         directory = os.open(self.directory, os.O_RDONLY)

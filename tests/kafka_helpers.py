@@ -28,3 +28,31 @@ def fresh_topics(bootstrap: str, unique_name, *kinds: str) -> dict[str, str]:
     finally:
         admin.close()
     return names
+
+
+def start_service(bootstrap: str, state_dir, *, group: str = "g", topics: dict[str, str] | None = None):
+    """``labelwatch run`` in a child process, as an operator starts it: quick group timings,
+    checkpoints every 500 ms, polls of 200, a state dir and a verdict topic (default topics
+    ``in``, ``reviews``, ``dlq``, ``verdicts``). Its output goes to a temporary file (a pipe
+    nobody reads could fill and block it): :func:`output_of` reads it."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    topics = {"in": "in", "reviews": "reviews", "dlq": "dlq", "verdicts": "verdicts", **(topics or {})}
+    env = {**os.environ, **QUICK_GROUP, "LABELWATCH_CHECKPOINT_INTERVAL_MS": "500", "LABELWATCH_MAX_POLL_RECORDS": "200"}
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "consumer", "run", "--bootstrap-servers", bootstrap, "--input-topic", topics["in"],
+         "--review-topic", topics["reviews"], "--dlq-topic", topics["dlq"], "--verdict-topic", topics["verdicts"],
+         "--group-id", group, "--metrics-port", "0", "--state-dir", str(state_dir), "--log-format", "text"],
+        env=env, stdout=log, stderr=subprocess.STDOUT)
+    process.log = log
+    return process
+
+
+def output_of(process) -> str:
+    """What a process from :func:`start_service` printed so far."""
+    process.log.seek(0)
+    return process.log.read().decode(errors="replace")

@@ -9,10 +9,8 @@ is refused at start, before anything is consumed. The tests run as root and moun
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from kafka import KafkaProducer
 
 from consumer.export import read_topic
 from consumer.state import StateStore
-from kafka_helpers import QUICK_GROUP, committed, fresh_topics
+from kafka_helpers import committed, fresh_topics, output_of, start_service
 from schemas import SampleVerdict
 
 pytestmark = pytest.mark.kafka
@@ -62,13 +60,7 @@ def produce(bootstrap: str, topic: str, start: int, stop: int) -> None:
 class Service:
     def __init__(self, bootstrap: str, topics: dict[str, str], state_dir: Path, group: str):
         self.bootstrap, self.topics, self.group = bootstrap, topics, group
-        env = {**os.environ, **QUICK_GROUP, "LABELWATCH_CHECKPOINT_INTERVAL_MS": "300",
-               "LABELWATCH_MAX_POLL_RECORDS": "200"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "consumer", "run", "--bootstrap-servers", bootstrap, "--input-topic", topics["in"],
-             "--review-topic", topics["reviews"], "--dlq-topic", topics["dlq"], "--verdict-topic", topics["verdicts"],
-             "--group-id", group, "--metrics-port", "0", "--state-dir", str(state_dir), "--log-format", "text"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.process = start_service(bootstrap, state_dir, group=group, topics=topics)
 
     def committed(self) -> int:
         return committed(self.bootstrap, self.group, self.topics["in"], 1)
@@ -89,7 +81,7 @@ class Service:
         return self.process.wait(timeout=60)
 
     def output(self) -> str:
-        return self.process.stdout.read().decode() if self.process.poll() is not None else ""
+        return output_of(self.process)
 
     def kill(self) -> None:
         if self.process.poll() is None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -17,7 +15,7 @@ from kafka.admin import NewTopic
 from consumer.demo.broker import LocalBroker
 from consumer.export import read_topic
 from schemas import SampleVerdict
-from kafka_helpers import QUICK_GROUP, committed
+from kafka_helpers import committed, output_of, start_service
 
 pytestmark = pytest.mark.kafka
 
@@ -44,13 +42,7 @@ def test_a_15_second_broker_stall_loses_nothing_and_needs_no_restart(tmp_path):
         producer.flush()
         producer.close()
 
-        env = {**os.environ, **QUICK_GROUP, "LABELWATCH_CHECKPOINT_INTERVAL_MS": "500",
-               "LABELWATCH_MAX_POLL_RECORDS": "200"}
-        service = subprocess.Popen(
-            [sys.executable, "-m", "consumer", "run", "--bootstrap-servers", bootstrap, "--input-topic", "in",
-             "--review-topic", "reviews", "--dlq-topic", "dlq", "--verdict-topic", "verdicts", "--group-id", "g",
-             "--metrics-port", "0", "--state-dir", str(tmp_path)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        service = start_service(bootstrap, tmp_path)
         try:
             deadline = time.monotonic() + 60
             while committed(bootstrap, "g", "in", partitions) < 1000:
@@ -61,7 +53,7 @@ def test_a_15_second_broker_stall_loses_nothing_and_needs_no_restart(tmp_path):
             os.kill(broker.process.pid, signal.SIGCONT)
             deadline = time.monotonic() + 180
             while committed(bootstrap, "g", "in", partitions) < n:
-                assert service.poll() is None, "the service died during the stall:\n" + service.stdout.read().decode()
+                assert service.poll() is None, "the service died during the stall:\n" + output_of(service)
                 assert time.monotonic() < deadline, "the service did not recover within 180 s after the stall"
                 time.sleep(1)
             service.send_signal(signal.SIGTERM)

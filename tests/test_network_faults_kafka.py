@@ -6,10 +6,7 @@ proxy's port as its listener, so clients reconnect through it too. Nothing may b
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -20,7 +17,7 @@ from kafka.admin import NewTopic
 
 from consumer.demo.broker import LocalBroker, free_port
 from consumer.export import read_topic
-from kafka_helpers import QUICK_GROUP, committed
+from kafka_helpers import committed, output_of, start_service
 from schemas import DeadLetter, SampleVerdict
 from tcp_proxy import TcpProxy
 
@@ -64,13 +61,7 @@ def test_resets_and_a_30_second_black_hole_lose_nothing(tmp_path):
         admin.close()
         _produce_samples(bootstrap, 0, 2000)
 
-        env = {**os.environ, **QUICK_GROUP, "LABELWATCH_CHECKPOINT_INTERVAL_MS": "500",
-               "LABELWATCH_MAX_POLL_RECORDS": "200"}
-        service = subprocess.Popen(
-            [sys.executable, "-m", "consumer", "run", "--bootstrap-servers", bootstrap, "--input-topic", "in",
-             "--review-topic", "reviews", "--dlq-topic", "dlq", "--verdict-topic", "verdicts", "--group-id", "g",
-             "--metrics-port", "0", "--state-dir", str(tmp_path)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        service = start_service(bootstrap, tmp_path)
         try:
             deadline = time.monotonic() + 90
             while committed(bootstrap, "g", "in", partitions) < 1000:
@@ -89,7 +80,7 @@ def test_resets_and_a_30_second_black_hole_lose_nothing(tmp_path):
             n, total = 5000, 5000 + len(MALFORMED)
             deadline = time.monotonic() + 240
             while committed(bootstrap, "g", "in", partitions) < total:
-                assert service.poll() is None, "the service died:\n" + service.stdout.read().decode()[-4000:]
+                assert service.poll() is None, "the service died:\n" + output_of(service)[-4000:]
                 assert time.monotonic() < deadline, "the service did not catch up within 240 s of the black hole"
                 time.sleep(1)
             service.send_signal(signal.SIGTERM)
