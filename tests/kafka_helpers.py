@@ -56,3 +56,15 @@ def output_of(process) -> str:
     """What a process from :func:`start_service` printed so far."""
     process.log.seek(0)
     return process.log.read().decode(errors="replace")
+
+
+def wait_committed(service, bootstrap: str, n: int, *, partitions: int, timeout: float, group: str = "g",
+                   topic: str = "in") -> None:
+    """Wait until the group committed ``n`` offsets of ``topic``; fail if the service dies or time runs out."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while committed(bootstrap, group, topic, partitions) < n:
+        assert service.poll() is None, "the service died:\n" + output_of(service)[-4000:]
+        assert time.monotonic() < deadline, f"fewer than {n} offsets committed after {timeout} s"
+        time.sleep(0.5)

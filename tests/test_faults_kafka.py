@@ -15,7 +15,7 @@ from kafka.admin import NewTopic
 from consumer.demo.broker import LocalBroker
 from consumer.export import read_topic
 from schemas import SampleVerdict
-from kafka_helpers import committed, output_of, start_service
+from kafka_helpers import committed, output_of, start_service, wait_committed
 
 pytestmark = pytest.mark.kafka
 
@@ -44,10 +44,7 @@ def test_a_15_second_broker_stall_loses_nothing_and_needs_no_restart(tmp_path):
 
         service = start_service(bootstrap, tmp_path)
         try:
-            deadline = time.monotonic() + 60
-            while committed(bootstrap, "g", "in", partitions) < 1000:
-                assert service.poll() is None and time.monotonic() < deadline, "service did not start working"
-                time.sleep(0.5)
+            wait_committed(service, bootstrap, 1000, partitions=partitions, timeout=60)
             os.kill(broker.process.pid, signal.SIGSTOP)
             time.sleep(15)
             os.kill(broker.process.pid, signal.SIGCONT)

@@ -17,7 +17,7 @@ from kafka.admin import NewTopic
 
 from consumer.demo.broker import LocalBroker, free_port
 from consumer.export import read_topic
-from kafka_helpers import committed, output_of, start_service
+from kafka_helpers import committed, output_of, start_service, wait_committed
 from schemas import DeadLetter, SampleVerdict
 from tcp_proxy import TcpProxy
 
@@ -63,10 +63,7 @@ def test_resets_and_a_30_second_black_hole_lose_nothing(tmp_path):
 
         service = start_service(bootstrap, tmp_path)
         try:
-            deadline = time.monotonic() + 90
-            while committed(bootstrap, "g", "in", partitions) < 1000:
-                assert service.poll() is None and time.monotonic() < deadline, "service did not start working"
-                time.sleep(0.5)
+            wait_committed(service, bootstrap, 1000, partitions=partitions, timeout=90)
             # six resets, 3 s apart, while more annotations and five malformed messages arrive
             for burst in range(6):
                 cut = proxy.reset()
