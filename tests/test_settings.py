@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 from pydantic import SecretStr, ValidationError
@@ -194,3 +195,15 @@ def test_every_setting_is_documented_in_the_readme():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     missing = [name for name in Settings.model_fields if f"--{name.replace('_', '-')}" not in readme]
     assert not missing, f"README's settings table lacks {missing}"
+    # and the defaults it shows are the declared ones (a detector's come from its Params)
+    def row(name: str):
+        return re.search(r"\| `--%s` \| `([^`]*)` \|" % name.replace("_", "-"), readme)
+
+    def as_shown(value) -> str:
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    shown = {name: row(name) for name in Settings.model_fields}
+    wrong = {name: (match.group(1), field.default) for name, field in Settings.model_fields.items()
+             if (match := shown[name]) and match.group(1) != as_shown(field.default)}
+    assert not wrong, f"README shows other defaults than the settings declare: {wrong}"
+    assert sum(match is not None for match in shown.values()) >= 40, "the table's row format changed: update this test"
