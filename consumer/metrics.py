@@ -94,7 +94,8 @@ class Metrics:
         self.poll_errors = Counter(
             "labelwatch_poll_errors_total", "Polls that failed because no broker answered (retried).", registry=r)
         self.commit_failures = Counter(
-            "labelwatch_commit_failures_total", "Offset commits refused after a group rebalance.", registry=r)
+            "labelwatch_commit_failures_total",
+            "Offset commits that failed: refused after a group rebalance (replayed), or unanswered (retried).", registry=r)
         self.records_handed_back = Counter(
             "labelwatch_records_handed_back_total",
             "Polled records left for the next poll because the poll's time budget was spent (a slow or busy machine).",

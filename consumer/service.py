@@ -222,6 +222,12 @@ class LabelwatchService:
             # are delivered; the partitions' next owner replays these batches with the same event ids.
             log.warning("commit failed after a rebalance, the batches will be replayed: %s", error)
             self.metrics.commit_failures.inc()
+        except KafkaError as error:
+            # No coordinator answered in time (a network split, a broker away). Outputs and state are
+            # durable; only the commit is not: keep the offsets, and commit them at the next checkpoint.
+            log.warning("commit failed, retried at the next checkpoint: %s: %s", type(error).__name__, error)
+            self.metrics.commit_failures.inc()
+            return
         self._pending.clear()
         self.stats.checkpoints += 1
         self.pipeline.publish_annotator_metrics(self.settings.annotator_metrics_top)
@@ -314,7 +320,10 @@ class LabelwatchService:
             highwater = consumer.highwater(tp)
             if highwater is None:
                 continue
-            position = consumer.position(tp, timeout_ms=1000)
+            try:
+                position = consumer.position(tp, timeout_ms=1000)
+            except KafkaError:  # no broker answers just now: the gauge keeps its last value
+                return
             if position is not None:
                 self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
                     max(0, highwater - position))

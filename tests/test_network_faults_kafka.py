@@ -7,6 +7,7 @@ proxy's port as its listener, so clients reconnect through it too. Nothing may b
 from __future__ import annotations
 
 import signal
+import threading
 import time
 
 import numpy as np
@@ -64,12 +65,15 @@ def test_resets_and_a_30_second_black_hole_lose_nothing(tmp_path):
         service = start_service(bootstrap, tmp_path)
         try:
             wait_committed(service, bootstrap, 1000, partitions=partitions, timeout=90)
-            # six resets, 3 s apart, while more annotations and five malformed messages arrive
+            # six resets, 3 s apart, while more annotations arrive
             for burst in range(6):
                 cut = proxy.reset()
                 assert cut or burst, "the service's connections went through the proxy"
-                _produce_samples(bootstrap, 2000 + burst * 500, 2500 + burst * 500)
+                _produce_samples(bootstrap, 2000 + burst * 400, 2400 + burst * 400)
                 time.sleep(3)
+            # the last samples and five malformed messages, then at once the black hole: the
+            # service is still judging and delivering them, and its checkpoint commits into it
+            _produce_samples(bootstrap, 4400, 5000)
             _produce(bootstrap, MALFORMED, [None] * len(MALFORMED))
             proxy.black_hole()
             time.sleep(30)
@@ -99,3 +103,58 @@ def test_resets_and_a_30_second_black_hole_lose_nothing(tmp_path):
                    for m in read_topic({"bootstrap_servers": bootstrap}, "dlq", len(MALFORMED), timeout=30)]
         positions = {(letter.source.partition, letter.source.offset) for letter in letters}
         assert len(positions) == len(MALFORMED), f"dead letters for {len(positions)} of {len(MALFORMED)} malformed"
+
+
+def test_a_commit_into_a_black_hole_is_retried_later_not_fatal(tmp_path):
+    # the service saved its state and delivered its outputs, then the network went dark just as it
+    # committed: the commit times out; that must cost a replay (skipped by the saved positions), not a crash
+    from consumer.app import build_service, open_state
+    from consumer.settings import Settings
+    from consumer.state import StateStore
+
+    broker_port = free_port()
+    with TcpProxy(broker_port) as proxy, LocalBroker(port=broker_port, advertised_port=proxy.port):
+        bootstrap = f"127.0.0.1:{proxy.port}"
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        admin.create_topics([NewTopic(t, 1, 1) for t in ("in", "reviews", "dlq")])
+        admin.close()
+        _produce_samples(bootstrap, 0, 300)
+        settings = Settings(bootstrap_servers=bootstrap, input_topic="in", review_topic="reviews", dlq_topic="dlq",
+                            group_id="g-dark", metrics_port=0, state_dir=str(tmp_path), embedding_preload=False,
+                            checkpoint_interval_ms=3_600_000, max_poll_interval_ms=10_000, session_timeout_ms=6_000,
+                            heartbeat_interval_ms=2_000)
+        app = build_service(settings, state=open_state(settings), embedder=None)
+        outcome: list[BaseException | None] = []
+
+        def run() -> None:
+            try:
+                app.service.run()
+                outcome.append(None)
+            except BaseException as error:  # surfaced below
+                outcome.append(error)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while app.service.stats.consumed < 300:
+            assert thread.is_alive() and time.monotonic() < deadline, "the service did not consume the 300 records"
+            time.sleep(0.2)
+        proxy.black_hole()
+        app.service.stop()  # its last checkpoint saves the state, then commits into the black hole
+        thread.join(timeout=180)
+        proxy.restore()
+        assert not thread.is_alive(), "the service hung on the dark network"
+        assert outcome == [None], f"the service failed: {outcome}"
+        assert app.metrics.commit_failures._value.get() == 1
+        assert committed(bootstrap, "g-dark", "in", 1) == 0, "nothing could be committed"
+
+        again = build_service(settings, state=open_state(settings), embedder=None)
+        thread = threading.Thread(target=again.service.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while again.metrics.samples_replayed._value.get() < 300:
+            assert time.monotonic() < deadline, "the replay of the uncommitted records was not skipped"
+            time.sleep(0.2)
+        again.service.stop()
+        thread.join(timeout=60)
+        assert StateStore(tmp_path).load("default").monitor.n_seen == 300, "every sample judged once, none twice"
