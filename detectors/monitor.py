@@ -192,9 +192,7 @@ class LabelMonitor:
         for assessment, bar in zip(assessments, bars.tolist()):
             verdict = assessment.verdict
             if verdict.flagged and verdict.score <= bar:
-                assessment = Assessment(Signal(verdict.score, False, None,
-                                               {**verdict.details, "held_back": "similar to a reviewed false alarm",
-                                                "bar": round(bar, 4)}), assessment.signals)
+                assessment = _withdrawn(assessment, held_back="similar to a reviewed false alarm", bar=round(bar, 4))
             held.append(assessment)
         return held
 
@@ -234,9 +232,7 @@ class LabelMonitor:
                 allowance = self._allowance(self.n_learned if late else self.n_seen + i + 1)
                 spent = state["at_step"] + state["late" if late else "first"]
                 if allowance is not None and spent + 1 > allowance:
-                    assessment = Assessment(Signal(verdict.score, False, None,
-                                                   {**verdict.details, "over_budget": round(allowance, 1)}),
-                                            assessment.signals)
+                    assessment = _withdrawn(assessment, over_budget=round(allowance, 1))
                 else:
                     state["late" if late else "first"] += 1
                     self.n_flagged_live += 1
@@ -253,9 +249,7 @@ class LabelMonitor:
             return assessments
         room = max(0, math.floor(allowance) - self.n_flagged_live)
         kept = set(sorted(flagged, key=lambda i: (-assessments[i].verdict.score, i))[:room])
-        return [a if not a.verdict.flagged or i in kept else
-                Assessment(Signal(a.verdict.score, False, None, {**a.verdict.details, "over_budget": round(allowance, 1)}),
-                           a.signals)
+        return [a if not a.verdict.flagged or i in kept else _withdrawn(a, over_budget=round(allowance, 1))
                 for i, a in enumerate(assessments)]
 
     def correct(self, sample_id: str, outcome: str, corrected_label: str | None = None) -> str:
@@ -360,6 +354,12 @@ class LabelMonitor:
             elif every:
                 late.append(LateVerdict(entry.sample_id, entry.payload, assessment))
         return late
+
+
+def _withdrawn(assessment: Assessment, **why) -> Assessment:
+    """``assessment`` with its flag withdrawn: same score and signals, the reason in the verdict's details."""
+    verdict = assessment.verdict
+    return Assessment(Signal(verdict.score, False, None, {**verdict.details, **why}), assessment.signals)
 
 
 def _batch_of(entries: Sequence[_Pending]) -> Batch:

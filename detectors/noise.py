@@ -96,9 +96,9 @@ class NoiseBudget:
     def update(self, margins: np.ndarray, label_ids: np.ndarray, rule_flags: np.ndarray,
                in_joint: np.ndarray | None = None) -> None:
         in_joint = np.ones(len(label_ids), dtype=bool) if in_joint is None else in_joint
-        for label, counted in zip(label_ids.tolist(), in_joint.tolist()):
+        for m, label, flagged, counted in zip(margins.tolist(), label_ids.tolist(), rule_flags.tolist(),
+                                              in_joint.tolist()):
             self._in_joint[label] = self._in_joint.get(label, 0) + int(counted)
-        for m, label, flagged in zip(margins.tolist(), label_ids.tolist(), rule_flags.tolist()):
             seen = self._seen.get(label, 0)
             reservoir = self._reservoirs.setdefault(label, [])
             if len(reservoir) < self.capacity:
