@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr, create_model, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from detectors import REGISTRY, Combiner, MonitorConfig, parameters
+from detectors.config import MONITOR_DEFAULTS
 
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 # small batches pad less: 16 beats 64 by 2x on polls of 100 texts and by over a quarter on polls of 500
@@ -80,22 +81,27 @@ class _ServiceSettings(BaseSettings):
     embedding_preload: bool = Field(
         True, description="Load the embedding model at start (readiness waits for it); false loads it on the first text.")
     # Detectors
-    detectors: str = Field("cluster,confident",
+    detectors: str = Field(",".join(MONITOR_DEFAULTS["detectors"]),
                            description=f"Detectors to run, comma-separated: {', '.join(REGISTRY)}.")
-    voters: str = Field("confident,consensus",
+    voters: str = Field(",".join(MONITOR_DEFAULTS["voters"]),
                         description="Detectors (and evidence: consensus, the label most of a sample's annotators gave) "
                                     "whose verdicts the policy combines, comma-separated.")
-    policy: str = Field("union", description="How the voters' verdicts combine: union, intersection or vote:K.")
-    reaudit_window: int = Field(10_000, ge=1, description="Recent samples kept for retrospective re-audit.")
-    reaudit_delay: int = Field(250, ge=0, description="Newer samples to wait for before re-auditing a sample.")
+    policy: str = Field(MONITOR_DEFAULTS["policy"],
+                        description="How the voters' verdicts combine: union, intersection or vote:K.")
+    reaudit_window: int = Field(MONITOR_DEFAULTS["reaudit_window"], ge=1,
+                                description="Recent samples kept for retrospective re-audit.")
+    reaudit_delay: int = Field(MONITOR_DEFAULTS["reaudit_delay"], ge=0,
+                               description="Newer samples to wait for before re-auditing a sample.")
     learning_step: int = Field(
-        500, ge=1, description="Samples per learning step; verdicts never depend on how polls cut the stream.")
+        MONITOR_DEFAULTS["learning_step"], ge=1,
+        description="Samples per learning step; verdicts never depend on how polls cut the stream.")
     reaudit_slice: int = Field(
         250, ge=0, description="Queued re-audits run per idle poll; batches also run a share each (a step queues ~3 "
                                "per sample learned). 0 runs them all with the batch that completes the step.")
-    seed: int = Field(0, description="Seeds every detector.")
+    seed: int = Field(MONITOR_DEFAULTS["seed"], description="Seeds every detector.")
     # Metrics and logs
-    metrics_host: str = Field("0.0.0.0", description="Bind address of the HTTP server: /metrics, /healthz, /readyz and the data endpoints.")
+    metrics_host: str = Field(
+        "0.0.0.0", description="Bind address of the HTTP server: /metrics, /healthz, /readyz and the data endpoints.")
     metrics_port: int = Field(9108, ge=0, le=65535, description="Port of that server; 0 turns it off.")
     api_token: SecretStr | None = Field(
         None, description="Bearer token that the data endpoints /annotators and /clusters require (they reveal sample "
