@@ -81,13 +81,13 @@ def build_service(settings: Settings, *, state: StateStore | None = None,
 
 
 @contextlib.contextmanager
-def http_server(app: App, host: str | None = None) -> Iterator[object | None]:
+def http_server(app: App) -> Iterator[object | None]:
     """The one HTTP server (metrics, probes, token-protected reports) while the block runs; none on port 0."""
     settings = app.settings
     if not settings.metrics_port:
         yield None
         return
-    server = serve(app.metrics, app.health, settings.metrics_port, host or settings.metrics_host,
+    server = serve(app.metrics, app.health, settings.metrics_port, settings.metrics_host,
                    reports={"/annotators": app.pipeline.annotator_report, "/clusters": app.pipeline.cluster_report},
                    api_token=settings.api_token.get_secret_value() if settings.api_token else None)
     try:

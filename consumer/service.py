@@ -43,7 +43,6 @@ from consumer.pipeline import BatchResult, InputRecord, Pipeline
 from consumer.settings import Settings
 from consumer.sinks import KafkaSink, kafka_producer
 from consumer.state import StateUnwritable
-from consumer.sinks import ERROR_HEADER_PREFIX, DeliveryError, dead_letter_headers  # noqa: F401 - re-exported
 from schemas import SourcePosition
 
 log = logging.getLogger(__name__)

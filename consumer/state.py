@@ -247,11 +247,13 @@ class DatasetStates:
 
     def checkpoint(self) -> int:
         """Save every dataset that changed since the last checkpoint; returns how many."""
-        if self.store is not None:
-            for dataset in sorted(self._changed):
-                self.store.save(dataset, self.in_memory[dataset])
+        if self.store is None:  # memory is the only copy
+            self._changed.clear()
+            return 0
+        for dataset in sorted(self._changed):
+            self.store.save(dataset, self.in_memory[dataset])
         saved, self._changed = len(self._changed), set()
-        return saved if self.store is not None else 0
+        return saved
 
     def release(self) -> None:
         """Forget every dataset's state, after a checkpoint, when partitions move away.

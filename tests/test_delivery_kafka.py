@@ -16,7 +16,8 @@ from kafka.admin import NewTopic
 from consumer.demo.broker import LocalBroker
 from consumer.metrics import Metrics
 from consumer.pipeline import InputRecord, Pipeline
-from consumer.service import DeliveryError, LabelwatchService
+from consumer.service import LabelwatchService
+from consumer.sinks import DeliveryError
 from consumer.settings import Settings
 from consumer.sinks import KafkaSink
 from consumer.state import StateStore

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from kafka import KafkaProducer
 
 from consumer.export import read_topic
 from consumer.state import StateStore
-from kafka_helpers import committed, fresh_topics, output_of, start_service
+from kafka_helpers import committed, fresh_topics, output_of, start_service, wait_committed
 from schemas import SampleVerdict
 
 pytestmark = pytest.mark.kafka
@@ -66,11 +65,8 @@ class Service:
         return committed(self.bootstrap, self.group, self.topics["in"], 1)
 
     def wait_committed(self, n: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while self.committed() < n:
-            assert self.process.poll() is None, "the service died:\n" + self.output()
-            assert time.monotonic() < deadline, f"only {self.committed()} of {n} committed after {timeout} s"
-            time.sleep(0.5)
+        wait_committed(self.process, self.bootstrap, n, partitions=1, timeout=timeout, group=self.group,
+                       topic=self.topics["in"])
 
     def wait_exit(self, timeout: float) -> tuple[int, str]:
         code = self.process.wait(timeout=timeout)

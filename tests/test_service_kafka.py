@@ -18,7 +18,7 @@ from kafka.admin import NewTopic
 
 from consumer.demo.broker import free_port
 from consumer.demo.datasets import corrupted_ids, inject_noise, load, to_messages
-from consumer.service import ERROR_HEADER_PREFIX
+from consumer.sinks import ERROR_HEADER_PREFIX
 from consumer.export import read_topic
 from schemas import DeadLetter, ReviewEvent, SampleVerdict, make_event_id
 

@@ -9,9 +9,9 @@ import time
 import orjson
 from kafka import KafkaConsumer, KafkaProducer
 
+from consumer.app import build_service, http_server
 from consumer.demo.broker import LocalBroker, free_port
 from consumer.demo.datasets import corrupted_ids, inject_noise, load, to_messages
-from consumer.app import build_service, http_server
 from consumer.demo.topics import ensure_topics
 from consumer.export import read_topic
 from consumer.settings import Settings
