@@ -67,8 +67,8 @@ class NoiseBudget:
     ``noise rate`` share of its label's. The margin is cleanlab's default ranking; self-confidence
     (``prune_by_class``) ranks worse where classes overlap: a sample
     that is unsure of every class has a low self-confidence but a small margin, and is rarely
-    mislabelled (tweets, 20% uniform noise: first-verdict precision 0.37 ranked by
-    self-confidence, 0.48 by margin, in a replay of the same probabilities).
+    mislabelled (tweets, 20% uniform noise: precision while streaming 0.339 ranked by
+    self-confidence, 0.424 by margin; ``bench/quality.py``, docs/detection.md).
 
     >>> budget = NoiseBudget(capacity=100, min_count=1)
     >>> budget.update(np.linspace(-1, 1, 10), np.zeros(10, dtype=int), np.arange(10) >= 8)
