@@ -21,18 +21,18 @@ QUICK_GROUP = {"max_poll_interval_ms": 10_000, "session_timeout_ms": 6_000, "hea
 """Consumer-group timings for a single local broker: joins in seconds instead of tens of seconds."""
 
 
-def _add_settings(parser: argparse.ArgumentParser, names) -> None:
+def _add_settings(parser: argparse.ArgumentParser, names, model=Settings) -> None:
     """One ``--flag`` per setting; unset flags fall back to ``LABELWATCH_*`` and then the default."""
     for name in names:
-        field = Settings.model_fields[name]
+        field = model.model_fields[name]
         help_text = (field.description or "") + f" [env LABELWATCH_{name.upper()}]"
         parser.add_argument("--" + name.replace("_", "-"), dest=name, default=argparse.SUPPRESS, help=help_text)
 
 
-def _settings(args: argparse.Namespace, names) -> Settings:
+def _settings(args: argparse.Namespace, names, model=Settings):
     values = {name: getattr(args, name) for name in names if hasattr(args, name)}
     try:
-        return Settings(**values)
+        return model(**values)
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
         raise SystemExit(f"labelwatch: invalid settings: {problems}") from None
@@ -50,6 +50,15 @@ def cmd_run(args) -> int:
     settings = _settings(args, Settings.model_fields)
     _setup_logging(settings.log_level, settings.log_format)
     return app.run(settings)
+
+
+def cmd_review(args) -> int:
+    from consumer.desk.app import run
+    from consumer.desk.settings import DeskSettings
+
+    settings = _settings(args, DeskSettings.model_fields, DeskSettings)
+    _setup_logging(settings.log_level, settings.log_format)
+    return run(settings)
 
 
 def cmd_audit(args) -> int:
@@ -156,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="Consume a Kafka topic of annotations and emit review events.")
     _add_settings(run, Settings.model_fields)
     run.set_defaults(handler=cmd_run)
+
+    from consumer.desk.settings import DeskSettings
+
+    review = commands.add_parser("review", help="Serve the review desk: a web page (and JSON API) where reviewers "
+                                                "work the review queue; answers go to the corrections topic.")
+    _add_settings(review, DeskSettings.model_fields, DeskSettings)
+    review.set_defaults(handler=cmd_review)
 
     audit = commands.add_parser("audit", help="Audit a JSONL file of AnnotatedSample lines offline.")
     audit.add_argument("input", type=Path, help="JSONL file, one AnnotatedSample per line.")

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from socketserver import ThreadingMixIn
 
@@ -59,6 +60,14 @@ class Health:
         return all(checks.values()), {**checks, "assigned_partitions": self.assigned_partitions}
 
 
+class Probes(Protocol):
+    """What ``/healthz`` and ``/readyz`` ask: ``(ok, detail)`` each."""
+
+    def liveness(self) -> tuple[bool, dict]: ...
+
+    def readiness(self) -> tuple[bool, dict]: ...
+
+
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
@@ -68,11 +77,13 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def serve(metrics: Metrics, health: Health, port: int, host: str = "0.0.0.0", *,
-          reports: dict[str, Callable[[], object]] | None = None, api_token: str | None = None):
-    """Serve ``/metrics`` (also at ``/``), ``/healthz``, ``/readyz`` and each of ``reports`` (path ->
-    JSON-able callable) in a background thread; returns the server: ``shutdown()`` and
-    ``server_close()`` it when the service ends.
+def serve(metrics: Metrics, health: Probes, port: int, host: str = "0.0.0.0", *,
+          reports: dict[str, Callable[[], object]] | None = None, api_token: str | None = None,
+          app: Callable | None = None):
+    """Serve ``/metrics`` (also at ``/`` when there is no ``app``), ``/healthz``, ``/readyz`` and each of
+    ``reports`` (path -> JSON-able callable) in a background thread; returns the server:
+    ``shutdown()`` and ``server_close()`` it when the service ends. ``metrics`` is anything with a
+    Prometheus ``registry``; ``app``, a WSGI app, answers every other path (the review desk).
 
     Reports reveal sample and annotator ids, so they answer only requests that carry
     ``Authorization: Bearer <api_token>``; without an ``api_token`` they answer none (401). Any
@@ -81,9 +92,9 @@ def serve(metrics: Metrics, health: Health, port: int, host: str = "0.0.0.0", *,
     reports = reports or {}
     metrics_app = make_wsgi_app(metrics.registry)
 
-    def app(environ, start_response):
+    def dispatch(environ, start_response):
         path = environ.get("PATH_INFO", "")
-        if path in ("/", "/metrics"):
+        if path == "/metrics" or (path == "/" and app is None):
             return metrics_app(environ, start_response)
         if path in ("/healthz", "/readyz"):
             ok, detail = health.liveness() if path == "/healthz" else health.readiness()
@@ -95,9 +106,11 @@ def serve(metrics: Metrics, health: Health, port: int, host: str = "0.0.0.0", *,
                 return _json(start_response, "401 Unauthorized", {"error": refused},
                              (("WWW-Authenticate", 'Bearer realm="labelwatch"'),))
             return _json(start_response, "200 OK", reports[path]())
+        if app is not None:
+            return app(environ, start_response)
         return _json(start_response, "404 Not Found", {"error": f"no such endpoint: {path}"})
 
-    server = make_server(host, port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+    server = make_server(host, port, dispatch, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="labelwatch-http", daemon=True).start()
     return server
 

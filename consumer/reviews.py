@@ -26,6 +26,10 @@ def apply_corrections(records: Sequence[InputRecord], states: DatasetStates, met
                                                        "invalid_correction", error)))
             metrics.samples_invalid.labels(reason="invalid_correction").inc()
             continue
+        if correction.outcome == "skip":  # a reviewer passed: nothing to learn, the flag stays open for others
+            metrics.corrections.labels(dataset=metrics.dataset_label(correction.dataset), outcome="skip",
+                                       applied="skipped").inc()
+            continue
         state = states.get(correction.dataset)
         done = state.monitor.correct(correction.sample_id, correction.outcome, correction.corrected_label)
         state.reviewed[correction.outcome] = state.reviewed.get(correction.outcome, 0) + 1

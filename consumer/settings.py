@@ -16,13 +16,45 @@ DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_EMBEDDING_BATCH_SIZE = 16
 
 
-class _ServiceSettings(BaseSettings):
-    """Every knob of labelwatch but the detectors' parameters, which :class:`Settings` adds from the registry."""
+class KafkaConnection(BaseSettings):
+    """How to reach the brokers: shared by ``labelwatch run`` and ``labelwatch review``."""
 
     model_config = SettingsConfigDict(env_prefix="LABELWATCH_", frozen=True, extra="forbid")
 
-    # Kafka topics and group
     bootstrap_servers: str = Field("localhost:9092", description="Kafka bootstrap servers, HOST:PORT[,HOST:PORT].")
+    # Kafka security, passed through to kafka-python
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_password: SecretStr | None = None
+
+    def kafka_config(self) -> dict[str, Any]:
+        """Connection and security options shared by the consumer and producer."""
+        config: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "security_protocol": self.security_protocol,
+        }
+        optional = {
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_plain_username": self.sasl_username,
+            "sasl_plain_password": self.sasl_password.get_secret_value() if self.sasl_password else None,
+            "ssl_cafile": self.ssl_cafile,
+            "ssl_certfile": self.ssl_certfile,
+            "ssl_keyfile": self.ssl_keyfile,
+            "ssl_password": self.ssl_password.get_secret_value() if self.ssl_password else None,
+        }
+        config.update({key: value for key, value in optional.items() if value is not None})
+        return config
+
+
+class _ServiceSettings(KafkaConnection):
+    """Every knob of labelwatch but the detectors' parameters, which :class:`Settings` adds from the registry."""
+
+    # Kafka topics and group
     input_topic: str = Field("annotations", description="Topic of AnnotatedSample messages.")
     review_topic: str = Field("label-reviews", description="Topic that receives ReviewEvents.")
     dlq_topic: str = Field("annotations-dlq", description="Dead-letter topic for rejected input.")
@@ -57,15 +89,6 @@ class _ServiceSettings(BaseSettings):
         5, ge=1, description="Times a batch's failed outputs are sent again before the service stops uncommitted.")
     delivery_backoff_ms: int = Field(
         1_000, ge=0, description="Wait before the first resend of failed outputs; doubles each attempt, up to 30 s.")
-    # Kafka security, passed through to kafka-python
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_cafile: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
-    ssl_password: SecretStr | None = None
     # Durable state
     state_dir: str | None = Field(None, description="Directory of per-dataset detector checkpoints.")
     fresh_state: bool = Field(False, description="Set existing checkpoints aside (never deleted) and start empty.")
@@ -142,25 +165,6 @@ class _ServiceSettings(BaseSettings):
             reaudit_window=self.reaudit_window, reaudit_delay=min(self.reaudit_delay, self.reaudit_window),
             learning_step=self.learning_step, seed=self.seed,
             **{name: getattr(self, name) for name in parameters()})
-
-    def kafka_config(self) -> dict[str, Any]:
-        """Connection and security options shared by the consumer and producer."""
-        config: dict[str, Any] = {
-            "bootstrap_servers": self.bootstrap_servers.split(","),
-            "security_protocol": self.security_protocol,
-        }
-        optional = {
-            "sasl_mechanism": self.sasl_mechanism,
-            "sasl_plain_username": self.sasl_username,
-            "sasl_plain_password": self.sasl_password.get_secret_value() if self.sasl_password else None,
-            "ssl_cafile": self.ssl_cafile,
-            "ssl_certfile": self.ssl_certfile,
-            "ssl_keyfile": self.ssl_keyfile,
-            "ssl_password": self.ssl_password.get_secret_value() if self.ssl_password else None,
-        }
-        config.update({key: value for key, value in optional.items() if value is not None})
-        return config
-
 
 def _names(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())

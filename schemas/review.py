@@ -29,6 +29,26 @@ class Reason(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+class Neighbor(BaseModel):
+    """An earlier sample near a flagged one, with the label it was given."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sample_id: str
+    label: str
+    similarity: float = Field(description="Cosine similarity to the flagged sample (after standardisation).")
+
+
+class ReviewContext(BaseModel):
+    """What a reviewer needs besides the sample: its cluster's label mix and its nearest earlier samples."""
+
+    model_config = ConfigDict(frozen=True)
+
+    cluster_labels: dict[str, int] = Field(
+        default_factory=dict, description="Label counts of the sample's cluster over the detector's window.")
+    neighbors: list[Neighbor] = Field(default_factory=list, description="Nearest earlier samples, nearest first.")
+
+
 def make_event_id(dataset: str, sample_id: str, label: str, verdict: str) -> str:
     """A deterministic id for one verdict on one sample, so that a replay yields the same id.
 
@@ -62,6 +82,9 @@ class ReviewEvent(BaseModel):
     source: SourcePosition | None = Field(default=None, description="Kafka position, when read from Kafka.")
     priority: int = Field(default=2, ge=1, le=3, description="1: review first (strong or corroborated evidence), 3: last.")
     text: str | None = Field(default=None, description="The annotated text, when the sample had one, for reviewers.")
+    context: ReviewContext | None = Field(default=None, description="The cluster's label mix and the nearest earlier "
+                                                                    "samples, when the detectors have them.")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="The sample's metadata, shown to reviewers.")
 
 
 def priority_of(score: float, n_reasons: int) -> int:

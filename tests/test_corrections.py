@@ -93,3 +93,19 @@ def test_invalid_corrections_are_dead_lettered_with_a_reason():
                                        {"sample_id": "s", "outcome": "false_alarm", "corrected_label": "x"}]))
     assert [letter.error_type for _, letter in result.dead_letters] == ["invalid_correction"] * 2
     assert "outcome" in result.dead_letters[0][1].reason and "corrected_label" in result.dead_letters[1][1].reason
+
+
+def test_a_skip_changes_nothing_and_is_counted_as_skipped():
+    messages, _ = stream(300)
+    pipeline = Pipeline(MonitorConfig(), embedder=None)
+    pipeline.process(records(messages))
+    sid = messages[-1]["sample_id"]
+    before = pipeline.datasets["default"].monitor
+    window = [(p.sample_id, p.label, p.excluded) for p in before._window]
+    result = pipeline.correct(records([{"sample_id": sid, "outcome": "skip", "reviewer_id": "ana",
+                                        "schema_version": 2}], topic="corrections"))
+    assert not result.dead_letters
+    assert [(p.sample_id, p.label, p.excluded) for p in before._window] == window
+    assert len(before.false_alarms) == 0 and not before._corrections
+    assert pipeline.datasets["default"].reviewed == {}
+    assert pipeline.metrics.corrections.labels(dataset="default", outcome="skip", applied="skipped")._value.get() == 1

@@ -1,0 +1,87 @@
+"""``labelwatch review``: the desk's composition root. Builds the queue, its feed and writer, the
+page, and serves them with ``/metrics`` and the probes on one port until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import signal
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from consumer.desk.desk import ReviewDesk
+from consumer.desk.feed import Feed, Writer
+from consumer.desk.metrics import DeskMetrics
+from consumer.desk.queue import ReviewQueue
+from consumer.desk.reviewers import Reviewers
+from consumer.desk.settings import DeskSettings
+from consumer.health import serve
+
+log = logging.getLogger("labelwatch.desk")
+
+
+@dataclass
+class Desk:
+    """A running desk: its parts and the HTTP server. :meth:`close` stops them all."""
+
+    desk: ReviewDesk
+    server: object
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.desk.feed.stop()
+        self.desk.writer.close()
+
+
+def start_desk(settings: DeskSettings, reviewers: Reviewers) -> Desk:
+    """Start reading the topics and serving the page; returns at once (readiness says when it caught up)."""
+    from consumer.desk.web import create_app
+
+    metrics = DeskMetrics()
+    queue = ReviewQueue()
+    feed = Feed(settings, queue, metrics)
+    writer = Writer(settings, metrics)
+    desk = ReviewDesk(queue, feed, writer, metrics, lease_seconds=settings.lease_seconds)
+    secret = settings.session_secret.get_secret_value().encode() if settings.session_secret else secrets.token_bytes(32)
+    app = create_app(desk, reviewers, secret_key=secret)
+    feed.start()
+
+    server = serve(metrics, feed, settings.http_port, settings.http_host, app=app)
+    return Desk(desk, server)
+
+
+@contextlib.contextmanager
+def _until_signal(stopped: threading.Event) -> Iterator[None]:
+    previous = {s: signal.signal(s, lambda *_: stopped.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def run(settings: DeskSettings) -> int:
+    """Serve the desk until SIGTERM or SIGINT; 2 when the reviewers cannot be read."""
+    try:
+        reviewers = Reviewers.load(settings.reviewers_file,
+                                   settings.reviewers.get_secret_value() if settings.reviewers else None)
+    except (OSError, ValueError) as error:
+        log.error("labelwatch review: %s", error)
+        return 2
+    stopped = threading.Event()
+    with _until_signal(stopped):
+        desk = start_desk(settings, reviewers)
+        log.info("review desk serving", extra={"url": desk.url, "reviewers": len(reviewers.ids)})
+        try:
+            stopped.wait()
+        finally:
+            desk.close()
+    return 0
