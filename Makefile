@@ -6,12 +6,17 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: setup demo test bench clean tools
 
-# promtool and prometheus (Debian's `prometheus` package) for the alert-rule tests and the
-# real-Prometheus scrape test; installed once, with apt, when missing
+# Debian packages the tests drive, installed once, with apt, when missing: promtool and prometheus
+# (`prometheus`) for the alert-rule and scrape tests, and Chromium (`chromium`) for the review desk's
+# browser test (Playwright drives it; Playwright's own browser download is never used)
 tools:
-	@command -v promtool >/dev/null 2>&1 || { \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@missing=""; \
+	  command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	  [ -x /usr/bin/chromium ] || missing="$$missing chromium fonts-dejavu-core"; \
+	  if [ -n "$$missing" ]; then \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  fi
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +29,7 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/labelwatch demo
+	@echo "== To review the flags in your browser: $(BIN)/labelwatch demo --review (prints the desk's URL and token)"
 
 # The whole suite as the machine is, then the replay tests (marker `replay`) again with OpenBLAS on
 # its own CPU detection and on another kernel family (AVX instead of AVX2): verdicts must not depend

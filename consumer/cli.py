@@ -103,7 +103,7 @@ def cmd_demo(args) -> int:
     _setup_logging("WARNING")
     try:
         run_demo(settings, dataset=args.dataset, noise=args.noise, seed=args.noise_seed, limit=args.limit,
-                 start_broker="bootstrap_servers" not in explicit)
+                 start_broker="bootstrap_servers" not in explicit, review=args.review)
     except DemoIncomplete as error:
         print(f"labelwatch demo: {error}", file=sys.stderr)
         return 1
@@ -202,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--noise", type=float, default=0.1, help="Share of labels to corrupt.")
     demo.add_argument("--noise-seed", type=int, default=0, help="Seed of the injected noise.")
     demo.add_argument("--limit", type=int, default=None, help="Stream only the first N samples.")
+    demo.add_argument("--review", action="store_true",
+                      help="Then keep the broker and service running with a review desk until Ctrl-C, and print its "
+                           "URL and sign-in token: answer flags in the browser and watch them flow back.")
     _add_settings(demo, DETECTOR_FIELDS + EMBEDDING_FIELDS + ("bootstrap_servers", "metrics_port"))
     demo.set_defaults(handler=cmd_demo)
 

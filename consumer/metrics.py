@@ -37,6 +37,9 @@ class Metrics:
         self.corrections = Counter(
             "labelwatch_corrections_total", "Reviewers' answers applied, by outcome and by what was done.",
             ["dataset", "outcome", "applied"], registry=r)
+        self.flags_held_back = Counter(
+            "labelwatch_flags_held_back_total",
+            "Flags withdrawn because a reviewer called a similar sample a false alarm.", ["dataset"], registry=r)
         self.reviewer_precision = Gauge(
             "labelwatch_reviewer_confirmed_precision",
             "Share of reviewed flags that reviewers confirmed as wrong labels.", ["dataset"], registry=r)

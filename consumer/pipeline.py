@@ -154,6 +154,8 @@ class Pipeline:
             self.metrics.review_events.labels(dataset=self.metrics.dataset_label(sample.dataset)).inc()
             for reason in event.reasons:
                 self.metrics.detector_flags.labels(detector=reason.detector).inc()
+        elif "held_back" in assessment.verdict.details:
+            self.metrics.flags_held_back.labels(dataset=self.metrics.dataset_label(sample.dataset)).inc()
 
     @property
     def pending_reaudits(self) -> int:

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 
 from detectors import Assessment
-from schemas import (AnnotatedSample, DeadLetter, Reason, ReviewEvent, SampleVerdict, SourcePosition, make_event_id,
-                     priority_of)
+from schemas import (AnnotatedSample, DeadLetter, Neighbor, Reason, ReviewContext, ReviewEvent, SampleVerdict,
+                     SourcePosition, make_event_id, priority_of)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +82,10 @@ def decode(record: InputRecord, max_bytes: int) -> AnnotatedSample | DeadLetter:
 
 def review_event(sample: AnnotatedSample, assessment: Assessment, source: SourcePosition | None,
                  *, late: bool = False) -> ReviewEvent:
-    """The review event for a flagged sample: its evidence, suggestion and a replay-stable id."""
+    """The review event for a flagged sample: its evidence, suggestion and a replay-stable id, and for
+    the reviewer its metadata and its context (cluster label mix, nearest earlier samples) when the
+    monitor took one."""
+    context = assessment.context
     reasons = [
         Reason(detector=name, score=signal.score, details=signal.details)
         for name, signal in assessment.signals.items()
@@ -102,6 +105,11 @@ def review_event(sample: AnnotatedSample, assessment: Assessment, source: Source
         source=source,
         priority=priority_of(assessment.verdict.score, len(reasons)),
         text=sample.text,
+        context=None if context is None else ReviewContext(
+            cluster_labels=dict(context.cluster_labels),
+            neighbors=[Neighbor(sample_id=sample_id, label=label, similarity=similarity)
+                       for sample_id, label, similarity in context.neighbors]),
+        metadata=sample.metadata,
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from detectors.base import Signal
@@ -10,11 +10,32 @@ from detectors.cluster import ClusterDisagreement
 
 
 @dataclass(frozen=True, slots=True)
+class SampleContext:
+    """What a reviewer sees next to a flagged sample, taken when it was judged: the label counts of
+    its cluster (largest first) and its nearest earlier samples as ``(sample_id, label, similarity)``."""
+
+    cluster_labels: dict[str, int] = field(default_factory=dict)
+    neighbors: tuple[tuple[str, str, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Assessment:
-    """The combined verdict on one sample, with every detector's own signal."""
+    """The combined verdict on one sample, with every detector's own signal, and for a flagged
+    sample the context a reviewer sees (:class:`SampleContext`)."""
 
     verdict: Signal
     signals: dict[str, Signal]
+    context: SampleContext | None = None
+
+    def __getstate__(self) -> tuple:
+        return self.verdict, self.signals, self.context
+
+    def __setstate__(self, state) -> None:
+        # checkpoints written before the context hold (verdict, signals)
+        verdict, signals, *rest = state
+        object.__setattr__(self, "verdict", verdict)
+        object.__setattr__(self, "signals", signals)
+        object.__setattr__(self, "context", rest[0] if rest else None)
 
     @property
     def cluster_id(self) -> int | None:

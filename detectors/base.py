@@ -9,9 +9,12 @@ import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from detectors.neighbors import NeighborIndex
 
 
 _ANONYMOUS = itertools.count()
@@ -127,6 +130,12 @@ class Detector(ABC):
 
         Returns ``None`` when the detector cannot do that; a re-audit then keeps its first signal.
         """
+        return None
+
+    @property
+    def neighbor_index(self) -> NeighborIndex | None:
+        """The detector's :class:`~detectors.neighbors.NeighborIndex` of past samples, if it keeps one
+        (what the monitor shows reviewers a flagged sample's nearest earlier samples from)."""
         return None
 
     def process_many(self, batch: Batch) -> list[Signal]:

@@ -179,6 +179,23 @@ class ClusterDisagreement(Detector):
             for cluster, row in enumerate(self._counts)
         }
 
+    def label_mix(self, cluster_id: int | None) -> dict[str, int]:
+        """Label counts of one cluster over the window, largest first (ties by label); ``{}`` before
+        the first fit and for no cluster (``None`` or ``-1``).
+
+        >>> detector = ClusterDisagreement(n_clusters=1, window=4)
+        >>> detector.label_mix(0)
+        {}
+        >>> detector.learn_many(Batch.of([[0.0], [1.0], [2.0], [3.0]], ["b", "a", "b", "c"]))
+        >>> detector.label_mix(0), detector.label_mix(-1)
+        ({'b': 2, 'a': 1, 'c': 1}, {})
+        """
+        if not self._fitted or cluster_id is None or not 0 <= cluster_id < len(self._counts):
+            return {}
+        row = self._counts[cluster_id].tolist()
+        mix = [(self._labels.labels[j], n) for j, n in enumerate(row) if n > 0]
+        return dict(sorted(mix, key=lambda item: (-item[1], item[0])))
+
     def _window_vectors(self) -> np.ndarray:
         return self._vectors[: self._filled]
 

@@ -109,6 +109,10 @@ class ConfidentLearning(Detector):
         # the probabilities of the step being judged are a cache: learn_many recomputes them alike
         return {**self.__dict__, "_scored": [], "_scored_rows": 0}
 
+    @property
+    def neighbor_index(self) -> NeighborIndex | None:
+        return self.neighbors
+
     def __repr__(self) -> str:
         return f"ConfidentLearning(k={self.k}, neighbor_weight={self.neighbor_weight}, model_weight={self.model_weight})"
 

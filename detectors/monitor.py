@@ -6,12 +6,12 @@ import math
 
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from detectors.assessment import Assessment, LateVerdict
+from detectors.assessment import Assessment, LateVerdict, SampleContext
 from detectors.base import Batch, Detector, Signal
 from detectors.combine import Combiner
 from detectors.config import EVIDENCE, MonitorConfig
@@ -20,6 +20,9 @@ from detectors.corrections import FalseAlarmMemory
 
 REAUDIT_GROWTH = 4
 """Each re-audit of a sample waits this many times longer than the previous one."""
+
+CONTEXT_NEIGHBORS = 5
+"""Nearest earlier samples shown with a flagged sample (:class:`~detectors.assessment.SampleContext`)."""
 
 
 @dataclass(slots=True)
@@ -171,6 +174,7 @@ class LabelMonitor:
                                      **{name: sigs[i] for name, sigs in evidence.items() if sigs[i] is not None}})
                        for i in range(len(batch))]
         assessments = self._within_budget(self._hold_back(assessments, batch.vectors, batch.labels), late=False)
+        assessments = self._with_context(assessments, batch)  # every stored neighbour arrived before: no filter
         probas = batch.user_probas or [None] * len(batch)
         for i, assessment in enumerate(assessments):
             arrived = self.n_seen + i
@@ -182,6 +186,40 @@ class LabelMonitor:
         while len(self._window) > self.reaudit_window:
             self._window.popleft()
         return assessments
+
+    def _with_context(self, assessments: list[Assessment], batch: Batch,
+                      arrived: Sequence[int] | None = None) -> list[Assessment]:
+        """Each flagged assessment with its :class:`~detectors.assessment.SampleContext`, taken from
+        the state it was judged with: the label mix of its cluster (``cluster_id``; for a re-audit of
+        a sample first judged before the clusters were fitted, the cluster it falls in now), and its
+        nearest stored samples from the first detector that keeps a neighbour index (one search for
+        all the flagged rows).
+
+        ``arrived`` (each row's stream position, for re-audits) leaves out stored samples that arrived
+        after the row's own sample; first verdicts need none, since only earlier samples are learned.
+        """
+        rows = [i for i, a in enumerate(assessments) if a.verdict.flagged]
+        if not rows:
+            return assessments
+        index = next((d.neighbor_index for d in self.detectors if d.neighbor_index is not None), None)
+        neighbors: list[list] = [[] for _ in rows]
+        if index is not None:
+            arrival = None
+            if arrived is not None:  # later annotations of one id overwrite: its latest arrival counts
+                arrival = {p.sample_id: p.arrived for p in self._window}
+                arrived = [arrived[i] for i in rows]
+            neighbors = index.nearest(batch.vectors[rows], [batch.ids[i] for i in rows], CONTEXT_NEIGHBORS,
+                                      arrival=arrival, arrived=arrived)
+        cluster = self.detector("cluster")
+        clusters = {i: assessments[i].cluster_id for i in rows} if hasattr(cluster, "label_mix") else {}
+        unassigned = [i for i, c in clusters.items() if c is None]
+        if unassigned and cluster.is_fitted:  # a re-audit keeps the cluster signal of a first verdict before the fit
+            clusters.update(zip(unassigned, cluster.assign(batch.vectors[unassigned]).tolist()))
+        out = list(assessments)
+        for i, near in zip(rows, neighbors):
+            mix = cluster.label_mix(clusters[i]) if clusters else {}
+            out[i] = replace(out[i], context=SampleContext(mix, tuple(near)))
+        return out
 
     def _hold_back(self, assessments: list[Assessment], vectors: np.ndarray, labels) -> list[Assessment]:
         """Flags that do not beat a similar reviewed false alarm's score (by a margin) are withdrawn."""
@@ -347,6 +385,7 @@ class LabelMonitor:
             assessments = self._within_final_budget(assessments)
         else:
             assessments = self._within_budget(assessments, late=True)
+        assessments = self._with_context(assessments, batch, [entry.arrived for entry in pending])
         for entry, assessment in zip(pending, assessments):
             if assessment.verdict.flagged:
                 entry.assessment = assessment

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -127,10 +128,66 @@ class NeighborIndex:
             cached = self._duplicates_of = (matrix, duplicate_columns(matrix))
         return cached[1]
 
+    def _stored_ids(self, matrix: np.ndarray) -> list[str]:
+        """The sample id of each row of the stacked matrix, cached with it."""
+        cached = getattr(self, "_stored_ids_of", None)
+        if cached is None or cached[0] is not matrix:
+            stored = [sample_id for c in sorted(self._ids) for sample_id in self._ids[c]]  # the order of _matrix
+            cached = self._stored_ids_of = (matrix, stored)
+        return cached[1]
+
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state.pop("_duplicates_of", None)  # a cache, rebuilt on use
+        state.pop("_duplicates_of", None)  # caches, rebuilt on use
+        state.pop("_stored_ids_of", None)
         return state
+
+    def nearest(self, vectors: np.ndarray, ids, n: int = 5, *, arrival: Mapping[str, int] | None = None,
+                arrived: Sequence[int] | None = None) -> list[list[tuple[str, str, float]]]:
+        """The ``n`` stored samples most similar to each query, as ``(sample_id, label, similarity)``, nearest first.
+
+        Similarity is the cosine over standardised vectors that :meth:`predict_proba` votes with,
+        rounded to 3 decimals. Stored samples with the query's own id are left out. With
+        ``arrival`` (the stream position of stored sample ids; ids it lacks count as older than
+        any query) and ``arrived`` (each query's own position), only stored samples that arrived
+        before the query are returned. Empty lists while the index holds fewer than 2 samples.
+
+        A shortlist from the float32 product is re-ranked in float64 row by row, so what a query
+        gets depends neither on the other queries nor on the BLAS kernel; ties go to the earlier
+        stored position.
+
+        >>> classes = LabelIndex()
+        >>> index = NeighborIndex(classes, standardize=False)
+        >>> index.learn(np.array([[1, 0], [1, 1], [0, 1]], dtype=float), classes.encode("abb"), ["x", "y", "z"])
+        >>> index.nearest(np.array([[1.0, 0.1], [0.0, 1.0]]), ["q", "z"], n=2)
+        [[('x', 'a', 0.995), ('y', 'b', 0.774)], [('y', 'b', 0.707), ('x', 'a', 0.0)]]
+        """
+        ids = list(ids)
+        if len(self) < 2 or len(ids) == 0 or n < 1:
+            return [[] for _ in ids]
+        matrix, owner, positions = self._matrix()
+        stored = self._stored_ids(matrix)
+        queries = self._scaler.transform(vectors) if self.standardize else np.asarray(vectors, dtype=np.float32)
+        queries = _unit_rows(queries)
+        sims = queries @ matrix.T  # float32: only to shortlist
+        if arrival is not None:
+            stored_at = np.fromiter((arrival.get(sample_id, -1) for sample_id in stored), dtype=np.int64,
+                                    count=len(stored))
+        out = []
+        for row, sample_id in enumerate(ids):
+            allowed = np.ones(len(stored), dtype=bool)
+            allowed[positions.get(sample_id, [])] = False
+            if arrival is not None:
+                allowed &= stored_at < arrived[row]
+            candidates = np.flatnonzero(allowed)
+            if len(candidates) > n:  # a margin far above float32 rounding keeps every true top-n in
+                shortlist = sims[row, candidates]
+                candidates = candidates[shortlist >= np.partition(shortlist, len(shortlist) - n)[-n] - 1e-3]
+            exact = (matrix[candidates].astype(np.float64) * queries[row].astype(np.float64)).sum(axis=1)
+            best = np.lexsort((candidates, -exact))[:n]
+            out.append([(stored[c], self.classes.labels[owner[c]], round(float(s), 3) + 0.0)
+                        for c, s in zip(candidates[best].tolist(), exact[best].tolist())])
+        return out
 
     def predict_proba(self, vectors: np.ndarray, ids, *, chunk: int = 512) -> np.ndarray:
         """Similarity-weighted label votes of the ``k`` nearest stored samples, rows summing to 1.
@@ -286,6 +343,10 @@ class NeighborAgreement(Detector):
         self._classes = LabelIndex()
         self.index = NeighborIndex(self._classes, k=k, per_class=per_class, seed=seed)
         self.n_learned = 0
+
+    @property
+    def neighbor_index(self) -> NeighborIndex:
+        return self.index
 
     def __repr__(self) -> str:
         return f"NeighborAgreement(k={self.k}, per_class={self.per_class})"

@@ -30,10 +30,11 @@ def fresh_topics(bootstrap: str, unique_name, *kinds: str) -> dict[str, str]:
     return names
 
 
-def start_service(bootstrap: str, state_dir, *, group: str = "g", topics: dict[str, str] | None = None):
+def start_service(bootstrap: str, state_dir, *, group: str = "g", topics: dict[str, str] | None = None,
+                  flags: tuple[str, ...] = ()):
     """``labelwatch run`` in a child process, as an operator starts it: quick group timings,
     checkpoints every 500 ms, polls of 200, a state dir and a verdict topic (default topics
-    ``in``, ``reviews``, ``dlq``, ``verdicts``). Its output goes to a temporary file (a pipe
+    ``in``, ``reviews``, ``dlq``, ``verdicts``), then any other ``flags``. Its output goes to a temporary file (a pipe
     nobody reads could fill and block it): :func:`output_of` reads it."""
     import os
     import subprocess
@@ -46,7 +47,7 @@ def start_service(bootstrap: str, state_dir, *, group: str = "g", topics: dict[s
     process = subprocess.Popen(
         [sys.executable, "-m", "consumer", "run", "--bootstrap-servers", bootstrap, "--input-topic", topics["in"],
          "--review-topic", topics["reviews"], "--dlq-topic", topics["dlq"], "--verdict-topic", topics["verdicts"],
-         "--group-id", group, "--metrics-port", "0", "--state-dir", str(state_dir), "--log-format", "text"],
+         "--group-id", group, "--metrics-port", "0", "--state-dir", str(state_dir), "--log-format", "text", *flags],
         env=env, stdout=log, stderr=subprocess.STDOUT)
     process.log = log
     return process

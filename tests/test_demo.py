@@ -47,3 +47,44 @@ def test_the_text_demo_judges_every_sample_on_a_busy_machine_without_falling_out
     assert "judged all 600 samples" in done.stdout, log
     assert "dead-lettered 3 malformed messages" in done.stdout, log
     assert not [sign for sign in EVICTION_SIGNS if sign.lower() in log.lower()], log
+
+
+def test_demo_review_serves_the_desk_until_ctrl_c_then_reports():
+    import json
+    import signal
+    import time
+    import urllib.request
+
+    demo = subprocess.Popen([sys.executable, "-m", "consumer", "demo", "--review", "--limit", "700"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 240
+        while not any(line.startswith("review desk:") for line in lines):
+            assert time.monotonic() < deadline and demo.poll() is None, "".join(lines)
+            lines.append(demo.stdout.readline())
+        found = re.search(r"review desk: (http://127\.0\.0\.1:\d+/)\s+\(sign in with the token ([0-9a-f]+);", lines[-1])
+        assert found, lines[-1]
+        url, token = found.groups()
+        request = urllib.request.Request(url + "api/queue", headers={"Authorization": f"Bearer {token}"})
+        while True:  # the desk reads the review topic from the start: ready once it caught up
+            with urllib.request.urlopen(request, timeout=5) as response:
+                queue = json.loads(response.read())
+            if queue or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert queue and all(item["dataset"] == "digits" for item in queue)
+        event = queue[0]
+        answer = urllib.request.Request(
+            url + "api/answers", method="POST", data=json.dumps({"event_id": event["event_id"], "outcome": "confirmed"}
+                                                              ).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(answer, timeout=15) as response:
+            assert response.status == 201 and json.loads(response.read())["reviewer_id"] == "demo"
+        demo.send_signal(signal.SIGINT)
+        out, _ = demo.communicate(timeout=120)
+        assert demo.returncode == 0, "".join(lines) + out
+        assert re.search(r"after the final re-audit\s*: flagged \d+", out), out
+    finally:
+        if demo.poll() is None:
+            demo.kill()

@@ -25,8 +25,13 @@ MALFORMED = [
 
 
 def run_demo(settings: Settings, *, dataset: str = "digits", noise: float = 0.1, seed: int = 0,
-             limit: int | None = None, start_broker: bool = True, out=print) -> dict:
-    """Stream ``dataset`` with ``noise`` label noise through labelwatch; report what it caught."""
+             limit: int | None = None, start_broker: bool = True, review: bool = False, out=print) -> dict:
+    """Stream ``dataset`` with ``noise`` label noise through labelwatch; report what it caught.
+
+    With ``review``, once every sample is judged the broker, the service and a review desk keep
+    running until Ctrl-C (SIGINT or SIGTERM), so reviewers' answers flow back; the final re-audit
+    and the report follow.
+    """
     data = load(dataset)
     noisy, corrupted = inject_noise(data.labels, noise, n_classes=len(data.class_names), seed=seed)
     messages = to_messages(data, noisy, order_seed=seed)[:limit]
@@ -41,7 +46,11 @@ def run_demo(settings: Settings, *, dataset: str = "digits", noise: float = 0.1,
         settings = settings.model_copy(update={"metrics_port": port, "metrics_host": "127.0.0.1"})
         # verdicts too: the demo waits until every sample has one, and reports over exactly those
         settings = settings.model_copy(update={"verdict_topic": settings.verdict_topic or settings.input_topic + "-verdicts"})
-        ensure_topics(settings, [settings.input_topic, settings.review_topic, settings.dlq_topic, settings.verdict_topic])
+        if review:
+            settings = settings.model_copy(update={"corrections_topic": settings.corrections_topic
+                                                   or settings.review_topic + "-answers"})
+        ensure_topics(settings, [settings.input_topic, settings.review_topic, settings.dlq_topic, settings.verdict_topic,
+                                 *([settings.corrections_topic, settings.review_topic + "-leases"] if review else [])])
 
         producer = KafkaProducer(linger_ms=10, **settings.kafka_config())
         for message in messages:
@@ -65,6 +74,8 @@ def run_demo(settings: Settings, *, dataset: str = "digits", noise: float = 0.1,
         thread.start()
         try:
             judged, letters = _await_outcomes(settings, {m["sample_id"] for m in messages}, len(MALFORMED), thread)
+            if review and thread.is_alive():
+                _review_until_stopped(settings, out)
         finally:
             service.stop()  # the service closes its clients before the broker goes away
             thread.join()
@@ -107,6 +118,36 @@ def run_demo(settings: Settings, *, dataset: str = "digits", noise: float = 0.1,
         out(f"  {letter.error_type}: {letter.reason}")
     return {"precision": precision, "recall": recall, "f1": f1, "flagged": len(flagged),
             "corrupted": len(truth), "dead_letters": len(letters), "judged": len(judged)}
+
+
+def _review_until_stopped(settings: Settings, out) -> None:
+    """Serve a review desk on the demo's topics until SIGINT or SIGTERM."""
+    import secrets
+    import signal
+
+    from consumer.desk.app import start_desk
+    from consumer.desk.reviewers import Reviewers
+    from consumer.desk.settings import DeskSettings
+
+    token = secrets.token_hex(12)
+    desk_settings = DeskSettings(
+        bootstrap_servers=settings.bootstrap_servers, review_topic=settings.review_topic,
+        corrections_topic=settings.corrections_topic, leases_topic=settings.review_topic + "-leases",
+        input_topic=settings.input_topic, http_host="127.0.0.1", http_port=free_port())
+    desk = start_desk(desk_settings, Reviewers({"demo": token}))
+    stopped = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stopped.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        out(f"review desk: {desk.url}  (sign in with the token {token}; keys: c confirm, f false alarm, "
+            "s skip, 1-9 relabel)")
+        out("  answers flow back to labelwatch run: see them in the desk's progress table and at "
+            f"http://127.0.0.1:{settings.metrics_port}/metrics (labelwatch_reviewer_confirmed_precision)")
+        out("press Ctrl-C to stop: the final re-audit and the report follow")
+        stopped.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        desk.close()
 
 
 class DemoIncomplete(RuntimeError):
