@@ -144,7 +144,7 @@ class LabelwatchService:
                 assignment = consumer.assignment()
                 if assignment:
                     self.assigned.set()
-                self.health.polled(broker_reachable=_connected(consumer), assigned=len(assignment))
+                self.health.polled(broker_reachable=broker_connected(consumer), assigned=len(assignment))
                 if polled:
                     self._guarded(self._handle, consumer, polled)
                 elif self.pipeline.pending_reaudits:  # idle: get ahead with the queued re-audits
@@ -351,7 +351,7 @@ def _log_of(consumer: KafkaConsumer, polled) -> tuple[dict[tuple[str, int], int]
     return ends, ids
 
 
-def _connected(consumer: KafkaConsumer) -> bool:
+def broker_connected(consumer: KafkaConsumer) -> bool:
     """Whether the consumer holds a live connection to some broker of the cluster.
 
     kafka-python has no public call for it (``bootstrap_connected`` turns false once metadata is

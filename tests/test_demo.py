@@ -55,7 +55,7 @@ def test_demo_review_serves_the_desk_until_ctrl_c_then_reports():
     import time
     import urllib.request
 
-    demo = subprocess.Popen([sys.executable, "-m", "consumer", "demo", "--review", "--limit", "700"],
+    demo = subprocess.Popen([sys.executable, "-m", "consumer", "demo", "--review"],  # all 1,797 digits: live flags
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         lines = []

@@ -20,6 +20,7 @@ from kafka.errors import KafkaError
 from pydantic import ValidationError
 
 from consumer.desk.metrics import DeskMetrics
+from consumer.service import broker_connected
 from consumer.desk.queue import Lease, ReviewQueue
 from consumer.desk.settings import DeskSettings
 from schemas import Correction, ReviewEvent
@@ -58,7 +59,7 @@ class Feed:
         self.started_at = time.monotonic()
         self.last_poll_at: float | None = None
         self._observed_at = float("-inf")
-        self.error: str | None = "not started"
+        self.error: str | None = "connecting to the brokers"
 
     # -- the reading thread --------------------------------------------------------------------
     def start(self) -> None:
@@ -84,12 +85,13 @@ class Feed:
                     for tp in self._consumer.assignment():
                         self._applied[tp] = self._consumer.position(tp)
                     self._changed.notify_all()
-                self.last_poll_at, self.error = time.monotonic(), None
+                self.last_poll_at = time.monotonic()
+                self.error = None if broker_connected(self._consumer) else "no live connection to any broker"
                 if self.last_poll_at - self._observed_at >= OBSERVE_EVERY_S:
                     self.metrics.observe(self.queue)
                     self._observed_at = self.last_poll_at
             except (KafkaError, OSError) as error:  # the broker is away: say so, and try again
-                self.error = f"{type(error).__name__}: {error}"
+                self.error = str(error) or type(error).__name__
                 log.warning("review desk cannot read its topics (%s); retrying in 2 s", self.error)
                 self._close()
                 self._stop.wait(2.0)
@@ -144,7 +146,11 @@ class Feed:
                                    float(value["expires_at"])), at=record.timestamp / 1000.0)
 
     def _input(self, record) -> None:
-        value = orjson.loads(record.value) if record.value else None
+        """Only texts are taken from the annotations; what labelwatch run dead-letters is none of the desk's business."""
+        try:
+            value = orjson.loads(record.value) if record.value else None
+        except orjson.JSONDecodeError:
+            return
         if isinstance(value, dict) and isinstance(value.get("text"), str) and value.get("sample_id"):
             self.queue.add_text(str(value.get("dataset") or "default"), str(value["sample_id"]), value["text"])
 
@@ -175,7 +181,12 @@ class Feed:
 
 
 class _Missing(KafkaError):
+    """A topic the desk reads does not exist: it waits for it, not ready meanwhile."""
+
     retriable = True
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class Writer:
@@ -190,7 +201,10 @@ class Writer:
                                        client_id="labelwatch-review-desk")
 
     def close(self) -> None:
-        self._producer.close(timeout=5)
+        try:
+            self._producer.close(timeout=5)
+        except KafkaError:  # unsent claims or answers were already refused to the reviewer (503)
+            self._producer.close(timeout=0)
 
     def _send(self, topic: str, key: str, value: bytes):
         try:
