@@ -197,14 +197,14 @@ class Writer:
         self.metrics = metrics
         self._producer = KafkaProducer(**settings.kafka_config(), acks="all", linger_ms=0,
                                        max_block_ms=settings.delivery_timeout_ms,
+                                       delivery_timeout_ms=settings.delivery_timeout_ms,
                                        request_timeout_ms=min(settings.delivery_timeout_ms, 30_000),
                                        client_id="labelwatch-review-desk")
 
     def close(self) -> None:
-        try:
-            self._producer.close(timeout=5)
-        except KafkaError:  # unsent claims or answers were already refused to the reviewer (503)
-            self._producer.close(timeout=0)
+        """Waits at most the delivery timeout: records the broker never took expire by then (and
+        were refused to the reviewer, 503)."""
+        self._producer.close(timeout=self.settings.delivery_timeout_ms / 1000 + 1)
 
     def _send(self, topic: str, key: str, value: bytes):
         try:
