@@ -19,9 +19,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client import generate_latest
 
 from consumer.health import Health, serve
 from consumer.metrics import Metrics
+from consumer.desk.metrics import DeskMetrics
+from consumer.desk.settings import DeskSettings
 from consumer.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,15 +37,18 @@ PRODUCER = DEPLOY / "producer" / "produce_samples.py"
 SAMPLE_SCHEMA = ROOT / "schemas" / "json" / "annotated_sample.schema.json"
 
 ENV_NAME = re.compile(r"\bLABELWATCH_[A-Z0-9_]*[A-Z0-9]\b")
-TOPICS = {"annotations": 3, "label-reviews": None, "annotations-dlq": None, "label-verdicts": None}
+TOPICS = {"annotations": 3, "label-reviews": None, "annotations-dlq": None, "label-verdicts": None,
+          "label-corrections": None}
+DESK_TOPICS = {"LABELWATCH_REVIEW_TOPIC": "label-reviews", "LABELWATCH_CORRECTIONS_TOPIC": "label-corrections",
+               "LABELWATCH_LEASES_TOPIC": "label-review-leases", "LABELWATCH_INPUT_TOPIC": "annotations"}
 
 
 # ---------------------------------------------------------------- helpers
 
 
 def settings_env_names() -> set[str]:
-    """The LABELWATCH_ variable of every field of the real settings model."""
-    return {f"LABELWATCH_{name.upper()}" for name in Settings.model_fields}
+    """The LABELWATCH_ variable of every field of the real settings models: the service's and the desk's."""
+    return {f"LABELWATCH_{name.upper()}" for name in (*Settings.model_fields, *DeskSettings.model_fields)}
 
 
 def settings_from_env(env: dict[str, str]) -> Settings:
@@ -144,7 +150,7 @@ def exposed() -> set[str]:
         server.server_close()
     names = exposed_metric_names(text)
     assert "labelwatch_build_info" in names, text[:500]
-    return names
+    return names | exposed_metric_names(generate_latest(DeskMetrics().registry).decode())  # the review desk
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +230,9 @@ def test_compose_topics_match_the_service():
             assert int(created[topic]) == partitions
     env = services["labelwatch"]["environment"]
     assert {env[k] for k in ("LABELWATCH_INPUT_TOPIC", "LABELWATCH_REVIEW_TOPIC", "LABELWATCH_DLQ_TOPIC",
-                             "LABELWATCH_VERDICT_TOPIC")} == set(TOPICS)
+                             "LABELWATCH_VERDICT_TOPIC", "LABELWATCH_CORRECTIONS_TOPIC")} == set(TOPICS)
+    desk = services["review-desk"]["environment"]
+    assert {k: desk[k] for k in DESK_TOPICS} == DESK_TOPICS and set(DESK_TOPICS.values()) <= set(created)
     assert services["producer"]["environment"]["PRODUCER_TOPIC"] == env["LABELWATCH_INPUT_TOPIC"]
     assert services["kafka"]["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
 
@@ -294,6 +302,9 @@ def test_configured_values_validate():
     services = compose()["services"]
     settings = settings_from_env({k: str(v) for k, v in services["labelwatch"]["environment"].items()})
     assert settings.metrics_port == 9108 and settings.state_dir == "/var/lib/labelwatch"
+    desk = DeskSettings(**{k.removeprefix("LABELWATCH_").lower(): str(v)
+                           for k, v in services["review-desk"]["environment"].items()})
+    assert desk.http_port == 8080 and desk.corrections_topic == settings.corrections_topic
     image_env = {k: v for k, v in dockerfile_env().items() if k.startswith("LABELWATCH_")}
     assert settings_from_env(image_env).state_dir == "/var/lib/labelwatch"
 
