@@ -39,13 +39,17 @@ class ReviewDesk:
         return self.queue.open_items(filters, reviewer=reviewer, now=time.time())
 
     def take(self, reviewer: str, filters: Filters = Filters()) -> ReviewEvent | None:
-        """The item ``reviewer`` works on now: the one they hold, or the most urgent one they can lease.
+        """The item ``reviewer`` works on now: the one they hold (renewed once half its lease is
+        gone), or the most urgent one they can lease.
 
         A lease is a record on the leases topic. It holds only if it is the first live claim on the
         event in the topic's order, which the desk learns by reading its own record back.
         """
-        held = self.queue.held_by(reviewer, filters, time.time())
+        now = time.time()
+        held = self.queue.held_by(reviewer, filters, now)
         if held is not None:
+            if self.queue.holder(held.event_id, now).expires_at - now < self.lease_seconds / 2:
+                self.writer.lease(held.event_id, reviewer, self.lease_seconds)  # still at it: renew
             return held
         for event in self.open_items(reviewer, filters)[:CLAIM_ATTEMPTS]:
             lease, partition, offset = self.writer.lease(event.event_id, reviewer, self.lease_seconds)

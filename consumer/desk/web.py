@@ -34,6 +34,16 @@ SECURITY_HEADERS = {
 }
 
 
+def _local(target: str) -> bool:
+    r"""Whether a sign-in's ``next`` stays on this site: not ``//host``, nor a slash and a backslash,
+    which browsers follow off it.
+
+    >>> [_local(t) for t in ("/?dataset=pets", "//evil.example", "/\\evil.example", "https://evil.example")]
+    [True, False, False, False]
+    """
+    return target.startswith("/") and not target.startswith(("//", "/\\")) and "\n" not in target
+
+
 def create_app(desk: ReviewDesk, reviewers: Reviewers, *, secret_key: bytes) -> Flask:
     """The desk as a WSGI app."""
     app = Flask(__name__)
@@ -94,7 +104,7 @@ def create_app(desk: ReviewDesk, reviewers: Reviewers, *, secret_key: bytes) -> 
         session.clear()
         session.update(reviewer=reviewer, csrf=secrets.token_urlsafe(32))
         target = request.form.get("next", "/")
-        return redirect(target if target.startswith("/") and not target.startswith("//") else "/", code=303)
+        return redirect(target if _local(target) else "/", code=303)
 
     @app.post("/logout")
     def logout():
