@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from consumer.desk.desk import ReviewDesk
-from consumer.desk.feed import Feed, Writer
+from consumer.desk.feed import Writer, desk_reader
 from consumer.desk.metrics import DeskMetrics
 from consumer.desk.queue import ReviewQueue
 from consumer.desk.reviewers import Reviewers
@@ -47,7 +47,7 @@ def start_desk(settings: DeskSettings, reviewers: Reviewers) -> Desk:
 
     metrics = DeskMetrics()
     queue = ReviewQueue()
-    feed = Feed(settings, queue, metrics)
+    feed = desk_reader(settings, queue, metrics)
     writer = Writer(settings, metrics)
     desk = ReviewDesk(queue, feed, writer, metrics, lease_seconds=settings.lease_seconds)
     secret = settings.session_secret.get_secret_value().encode() if settings.session_secret else secrets.token_bytes(32)

@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 
 from pydantic import ValidationError
 
-from consumer.desk.feed import Feed, Writer
+from consumer.desk.feed import Writer
+from consumer.tailing import TopicReader
 from consumer.desk.metrics import DeskMetrics
 from consumer.desk.queue import Filters, ReviewQueue
 from schemas import CORRECTION_VERSION, Correction, ReviewEvent
@@ -27,7 +28,7 @@ class Refused(ValueError):
 class ReviewDesk:
     """The queue, read from Kafka, and the writes that change it."""
 
-    def __init__(self, queue: ReviewQueue, feed: Feed, writer: Writer, metrics: DeskMetrics, *, lease_seconds: float):
+    def __init__(self, queue: ReviewQueue, feed: TopicReader, writer: Writer, metrics: DeskMetrics, *, lease_seconds: float):
         self.queue = queue
         self.feed = feed
         self.writer = writer

@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from consumer.desk.desk import Refused, ReviewDesk
 from consumer.desk.explain import in_words
-from consumer.desk.feed import Unavailable
+from consumer.tailing import Unavailable
 from consumer.desk.queue import Filters
 from consumer.desk.reviewers import Reviewers
 
