@@ -1,0 +1,196 @@
+"""Label Studio payloads to labelwatch messages and back. Pure: no HTTP, no Kafka.
+
+- :func:`sample_of` turns an annotation of the labelling project (a webhook's or an export's
+  task and annotation) into an :class:`AnnotatedSample`;
+- :func:`review_task` turns a :class:`ReviewEvent` into a task of the review project, with the
+  suggestion as a prediction;
+- :func:`correction_of` turns a reviewer's annotation of such a task into a :class:`Correction`.
+
+Each raises :class:`Rejected` with a reason a person can act on when a payload does not fit.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from schemas import CORRECTION_VERSION, AnnotatedSample, Correction, ReviewEvent
+
+MODEL_VERSION = "labelwatch"
+"""The ``model_version`` of the predictions on review tasks."""
+
+
+class Rejected(ValueError):
+    """A payload that cannot become a labelwatch message; the message says why."""
+
+
+@dataclass(frozen=True)
+class Controls:
+    """Where a project's label lives: its first ``<Choices>`` control and the object it labels.
+
+    >>> Controls.of('<View><Text name="text" value="$text"/><Choices name="label" toName="text">'
+    ...             '<Choice value="spam"/><Choice value="ham"/></Choices></View>')
+    Controls(from_name='label', to_name='text', choices=('spam', 'ham'))
+    """
+
+    from_name: str
+    to_name: str
+    choices: tuple[str, ...]
+
+    @classmethod
+    def of(cls, label_config: str) -> Controls:
+        try:
+            root = ElementTree.fromstring(label_config)
+        except ElementTree.ParseError as error:
+            raise Rejected(f"the project's label config is not XML: {error}") from None
+        for element in root.iter():
+            if element.tag.lower() == "choices" and element.get("name") and element.get("toName"):
+                choices = tuple(c.get("value") for c in element if c.tag.lower() == "choice" and c.get("value"))
+                return cls(element.get("name"), element.get("toName"), choices)
+        raise Rejected("the project's label config has no <Choices name=... toName=...> control: labelwatch needs "
+                       "a classification project")
+
+
+def dataset_of(project_id: int) -> str:
+    """The labelwatch dataset of a Label Studio project.
+
+    >>> dataset_of(7)
+    'label-studio-7'
+    """
+    return f"label-studio-{project_id}"
+
+
+def _field(mapping: Any, key: str, where: str) -> Any:
+    if not isinstance(mapping, dict) or key not in mapping or mapping[key] in (None, ""):
+        raise Rejected(f"{where} has no {key!r}")
+    return mapping[key]
+
+
+def _choice(annotation: dict, controls: Controls) -> str | None:
+    """The class chosen in ``annotation``'s result for ``controls``; ``None`` when it chose none."""
+    result = annotation.get("result")
+    if not isinstance(result, list):
+        raise Rejected("annotation.result is not a list")
+    for region in result:
+        if isinstance(region, dict) and region.get("from_name") == controls.from_name:
+            chosen = (region.get("value") or {}).get("choices") if isinstance(region.get("value"), dict) else None
+            if not isinstance(chosen, list) or not chosen or not isinstance(chosen[0], str) or not chosen[0]:
+                raise Rejected(f"annotation.result[{controls.from_name!r}] has no chosen class")
+            if len(chosen) > 1:
+                raise Rejected(f"annotation chose {len(chosen)} classes in {controls.from_name!r}: labelwatch "
+                               "checks single-label classification")
+            return chosen[0]
+    return None
+
+
+def _user(annotation: dict) -> str | None:
+    user = annotation.get("completed_by")
+    if isinstance(user, dict):
+        user = user.get("email") or user.get("id")
+    return None if user in (None, "") else str(user)
+
+
+def _when(annotation: dict) -> datetime | None:
+    stamp = annotation.get("updated_at") or annotation.get("created_at")
+    try:
+        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")) if stamp else None
+    except ValueError:
+        raise Rejected(f"annotation time {stamp!r} is not an ISO 8601 timestamp") from None
+
+
+def version_of(annotation: dict) -> tuple[int, str]:
+    """What identifies one version of an annotation: its id and when it was last changed."""
+    return int(_field(annotation, "id", "annotation")), str(annotation.get("updated_at") or annotation.get("created_at"))
+
+
+def sample_of(task: dict, annotation: dict, project_id: int, controls: Controls, *, text_field: str = "text",
+              id_field: str | None = None) -> AnnotatedSample:
+    """The :class:`AnnotatedSample` of one annotation of the labelling project.
+
+    ``sample_id`` is the task id, or the task's data field ``id_field``; ``text`` its ``text_field``;
+    ``annotator_id`` the user who completed it; ``dataset`` the project; ``annotated_at`` the time of
+    the annotation's last change. ``metadata.label_studio`` keeps the task, annotation and version.
+
+    >>> controls = Controls("label", "text", ("spam", "ham"))
+    >>> task = {"id": 4, "data": {"text": "win a prize"}}
+    >>> annotation = {"id": 9, "completed_by": 2, "updated_at": "2026-11-30T10:00:00Z",
+    ...               "result": [{"from_name": "label", "to_name": "text", "type": "choices",
+    ...                           "value": {"choices": ["spam"]}}]}
+    >>> s = sample_of(task, annotation, 3, controls)
+    >>> s.sample_id, s.label, s.text, s.annotator_id, s.dataset
+    ('4', 'spam', 'win a prize', '2', 'label-studio-3')
+    """
+    if annotation.get("was_cancelled"):
+        raise Rejected("the annotation was skipped (was_cancelled): nothing to check")
+    label = _choice(annotation, controls)
+    if label is None:
+        raise Rejected(f"the annotation has no result for the control {controls.from_name!r}")
+    data = _field(task, "data", "task")
+    text = data.get(text_field)
+    if not isinstance(text, str) or not text.strip():
+        raise Rejected(f"task.data has no text in the field {text_field!r}")
+    sample_id = str(_field(data, id_field, "task.data")) if id_field else str(_field(task, "id", "task"))
+    annotation_id, updated = version_of(annotation)
+    try:
+        return AnnotatedSample(
+            sample_id=sample_id, label=label, text=text, dataset=dataset_of(project_id),
+            annotator_id=_user(annotation), annotated_at=_when(annotation),
+            metadata={"label_studio": {"project": project_id, "task": task.get("id"), "annotation": annotation_id,
+                                       "updated_at": updated}})
+    except ValidationError as error:
+        raise Rejected("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())) from None
+
+
+def review_task(event: ReviewEvent, controls: Controls) -> dict:
+    """A task of the review project for ``event``: the sample, the evidence, and the suggestion as a
+    prediction scored with the event's score (Label Studio's Data Manager sorts by it).
+
+    >>> from schemas import Reason
+    >>> event = ReviewEvent(event_id="e1", dataset="label-studio-3", sample_id="4", label="ham",
+    ...                     suggested_label="spam", score=0.93, reasons=[Reason(detector="confident", score=0.93)],
+    ...                     text="win a prize")
+    >>> task = review_task(event, Controls("label", "text", ("spam", "ham")))
+    >>> task["data"]["labelwatch_event_id"], task["predictions"][0]["score"], task["predictions"][0]["model_version"]
+    ('e1', 0.93, 'labelwatch')
+    """
+    data = {"text": event.text or f"{event.dataset}/{event.sample_id}", "labelwatch_event_id": event.event_id,
+            "sample_id": event.sample_id, "dataset": event.dataset, "label": event.label,
+            "suggested_label": event.suggested_label, "score": round(event.score, 4), "priority": event.priority,
+            "annotator_id": event.annotator_id, "late": event.late,
+            "reasons": "; ".join(f"{r.detector} {r.score:.2f}" for r in event.reasons)}
+    task: dict[str, Any] = {"data": data}
+    if event.suggested_label:
+        task["predictions"] = [{"model_version": MODEL_VERSION, "score": round(event.score, 4), "result": [
+            {"from_name": controls.from_name, "to_name": controls.to_name, "type": "choices",
+             "value": {"choices": [event.suggested_label]}}]}]
+    return task
+
+
+def correction_of(task: dict, annotation: dict, controls: Controls) -> Correction:
+    """A reviewer's annotation of a review task as a :class:`Correction`: the task's own label is a
+    false alarm, any other class confirms the error with that label, and a skipped task is a skip.
+
+    >>> controls = Controls("label", "text", ("spam", "ham"))
+    >>> task = {"id": 12, "data": {"labelwatch_event_id": "e1", "sample_id": "4", "dataset": "d", "label": "ham"}}
+    >>> answer = {"id": 30, "completed_by": {"id": 5, "email": "ana@example.org"}, "updated_at": "2026-11-30T10:05:00Z",
+    ...           "result": [{"from_name": "label", "value": {"choices": ["ham"]}}]}
+    >>> c = correction_of(task, answer, controls)
+    >>> c.outcome, c.corrected_label, c.reviewer_id
+    ('false_alarm', None, 'label-studio:ana@example.org')
+    """
+    data = _field(task, "data", "task")
+    event_id, sample_id = _field(data, "labelwatch_event_id", "task.data"), _field(data, "sample_id", "task.data")
+    label, dataset = _field(data, "label", "task.data"), _field(data, "dataset", "task.data")
+    chosen = None if annotation.get("was_cancelled") else _choice(annotation, controls)
+    if chosen is None and not annotation.get("was_cancelled"):
+        raise Rejected(f"the review annotation has no result for the control {controls.from_name!r}")
+    outcome = "skip" if chosen is None else "false_alarm" if chosen == label else "confirmed"
+    user = _user(annotation)
+    return Correction(dataset=str(dataset), sample_id=str(sample_id), event_id=str(event_id), outcome=outcome,
+                      corrected_label=chosen if outcome == "confirmed" else None,
+                      reviewer_id=f"label-studio:{user}" if user else "label-studio", answered_at=_when(annotation),
+                      schema_version=CORRECTION_VERSION)
