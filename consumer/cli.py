@@ -61,6 +61,15 @@ def cmd_review(args) -> int:
     return run(settings)
 
 
+def cmd_label_studio(args) -> int:
+    from consumer.labelstudio.app import run
+    from consumer.labelstudio.settings import BridgeSettings
+
+    settings = _settings(args, BridgeSettings.model_fields, BridgeSettings)
+    _setup_logging(settings.log_level, settings.log_format)
+    return run(settings)
+
+
 def cmd_audit(args) -> int:
     from consumer.app import build_pipeline
     from consumer.audit import audit_file
@@ -172,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "work the review queue; answers go to the corrections topic.")
     _add_settings(review, DeskSettings.model_fields, DeskSettings)
     review.set_defaults(handler=cmd_review)
+
+    from consumer.labelstudio.settings import BridgeSettings
+
+    bridge = commands.add_parser("label-studio", help="Bridge a Label Studio instance: annotations in, review tasks "
+                                                      "out, reviewers' answers back as Corrections.")
+    _add_settings(bridge, BridgeSettings.model_fields, BridgeSettings)
+    bridge.set_defaults(handler=cmd_label_studio)
 
     audit = commands.add_parser("audit", help="Audit a JSONL file of AnnotatedSample lines offline.")
     audit.add_argument("input", type=Path, help="JSONL file, one AnnotatedSample per line.")

@@ -1,6 +1,6 @@
 """The few calls of Label Studio's REST API the bridge makes, over plain HTTP.
 
-Plain ``urllib`` rather than ``label-studio-sdk``: five endpoints do not justify the SDK's own
+Plain ``urllib`` rather than ``label-studio-sdk``: six endpoints do not justify the SDK's own
 pinned tree of dependencies (httpx, its pydantic models, numpy/pandas extras) in the service's
 environment, and its models change between Label Studio releases where these payloads have not.
 The token is sent as ``Authorization: Token <token>`` and never logged.
@@ -54,8 +54,12 @@ class LabelStudio:
         """Every task of the project with its annotations (Label Studio's JSON export)."""
         return self._call("GET", f"/api/projects/{project_id}/export", exportType="JSON", download_all_tasks="true")
 
-    def import_tasks(self, project_id: int, tasks: list[dict]) -> None:
-        self._call("POST", f"/api/projects/{project_id}/import", tasks)
+    def import_tasks(self, project_id: int, tasks: list[dict]) -> dict:
+        """Label Studio's import summary (``task_count``, ``prediction_count``...)."""
+        return self._call("POST", f"/api/projects/{project_id}/import", tasks)
+
+    def add_prediction(self, task_id: int, prediction: dict) -> None:
+        self._call("POST", "/api/predictions/", {"task": task_id, **prediction})
 
     def ensure_webhook(self, project_id: int, url: str) -> bool:
         """Register a webhook of the annotation events on ``url`` unless one is there; True if it made one."""

@@ -108,8 +108,9 @@ def version_of(annotation: dict) -> tuple[int, str]:
 
 
 def sample_of(task: dict, annotation: dict, project_id: int, controls: Controls, *, text_field: str = "text",
-              id_field: str | None = None) -> AnnotatedSample:
-    """The :class:`AnnotatedSample` of one annotation of the labelling project.
+              id_field: str | None = None) -> AnnotatedSample | None:
+    """The :class:`AnnotatedSample` of one annotation of the labelling project; ``None`` for a
+    skipped one (``was_cancelled``), which labels nothing.
 
     ``sample_id`` is the task id, or the task's data field ``id_field``; ``text`` its ``text_field``;
     ``annotator_id`` the user who completed it; ``dataset`` the project; ``annotated_at`` the time of
@@ -125,7 +126,7 @@ def sample_of(task: dict, annotation: dict, project_id: int, controls: Controls,
     ('4', 'spam', 'win a prize', '2', 'label-studio-3')
     """
     if annotation.get("was_cancelled"):
-        raise Rejected("the annotation was skipped (was_cancelled): nothing to check")
+        return None
     label = _choice(annotation, controls)
     if label is None:
         raise Rejected(f"the annotation has no result for the control {controls.from_name!r}")
@@ -163,11 +164,19 @@ def review_task(event: ReviewEvent, controls: Controls) -> dict:
             "annotator_id": event.annotator_id, "late": event.late,
             "reasons": "; ".join(f"{r.detector} {r.score:.2f}" for r in event.reasons)}
     task: dict[str, Any] = {"data": data}
-    if event.suggested_label:
-        task["predictions"] = [{"model_version": MODEL_VERSION, "score": round(event.score, 4), "result": [
-            {"from_name": controls.from_name, "to_name": controls.to_name, "type": "choices",
-             "value": {"choices": [event.suggested_label]}}]}]
+    prediction = prediction_of(data, controls)
+    if prediction:
+        task["predictions"] = [prediction]
     return task
+
+
+def prediction_of(data: dict, controls: Controls) -> dict | None:
+    """The ``labelwatch`` prediction of a review task, from its data; ``None`` without a suggestion."""
+    if not data.get("suggested_label"):
+        return None
+    return {"model_version": MODEL_VERSION, "score": data.get("score"), "result": [
+        {"from_name": controls.from_name, "to_name": controls.to_name, "type": "choices",
+         "value": {"choices": [data["suggested_label"]]}}]}
 
 
 def correction_of(task: dict, annotation: dict, controls: Controls) -> Correction:
