@@ -22,8 +22,8 @@ import threading
 import orjson
 
 from consumer.labelstudio.client import LabelStudio, LabelStudioError
-from consumer.labelstudio.mapping import (Controls, Rejected, correction_of, dataset_of, prediction_of, review_task,
-                                          sample_of, version_of)
+from consumer.labelstudio.mapping import (Controls, Rejected, correction_of, dataset_of, parse_webhook, prediction_of,
+                                          review_task, sample_of, version_of)
 from consumer.labelstudio.metrics import BridgeMetrics
 from consumer.labelstudio.settings import BridgeSettings
 from consumer.tailing import AckedWriter, TopicReader
@@ -95,20 +95,13 @@ class Bridge:
     def webhook(self, body: bytes) -> int:
         """Handle one webhook; the HTTP status to answer (503: retry, the broker did not take it)."""
         try:
-            payload = orjson.loads(body)
-            if not isinstance(payload, dict):
-                raise Rejected("the webhook body is not a JSON object")
-            action = payload.get("action")
-            if action not in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED"):
-                return 200  # another action: nothing to do
-            task, annotation = payload.get("task"), payload.get("annotation")
-            if not isinstance(task, dict) or not isinstance(annotation, dict):
-                raise Rejected(f"the {action} webhook has no task or no annotation")
-            project = payload.get("project")
-            project = project.get("id") if isinstance(project, dict) else annotation.get("project")
-        except (orjson.JSONDecodeError, Rejected) as error:
+            parsed = parse_webhook(body)
+        except Rejected as error:
             self._dead_letter(body, str(error), ("webhook", body[:200]))
             return 200
+        if parsed is None:
+            return 200  # another action: nothing to do
+        project, task, annotation = parsed
         if project == self.settings.source_project and self.source:
             self.annotation(task, annotation, raw=body)
         elif project == self.settings.review_project and self.review:

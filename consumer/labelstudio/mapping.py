@@ -11,6 +11,7 @@ Each raises :class:`Rejected` with a reason a person can act on when a payload d
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from datetime import datetime
@@ -64,6 +65,12 @@ def dataset_of(project_id: int) -> str:
     return f"label-studio-{project_id}"
 
 
+def _object(value: Any, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise Rejected(f"{where} is not an object")
+    return value
+
+
 def _field(mapping: Any, key: str, where: str) -> Any:
     if not isinstance(mapping, dict) or key not in mapping or mapping[key] in (None, ""):
         raise Rejected(f"{where} has no {key!r}")
@@ -87,6 +94,12 @@ def _choice(annotation: dict, controls: Controls) -> str | None:
     return None
 
 
+def _text(value: Any, where: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
+        raise Rejected(f"{where} is not a string or a number")
+    return str(value)
+
+
 def _user(annotation: dict) -> str | None:
     user = annotation.get("completed_by")
     if isinstance(user, dict):
@@ -98,13 +111,48 @@ def _when(annotation: dict) -> datetime | None:
     stamp = annotation.get("updated_at") or annotation.get("created_at")
     try:
         return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")) if stamp else None
-    except ValueError:
-        raise Rejected(f"annotation time {stamp!r} is not an ISO 8601 timestamp") from None
+    except (ValueError, OverflowError):
+        raise Rejected(f"annotation time {str(stamp)[:40]!r} is not an ISO 8601 timestamp") from None
+
+
+def parse_webhook(body: bytes) -> tuple[Any, dict, dict] | None:
+    """``(project id, task, annotation)`` of an annotation webhook; ``None`` for another action.
+
+    >>> parse_webhook(b'{"action": "PROJECT_UPDATED"}') is None
+    True
+    >>> parse_webhook(b'{"action": "ANNOTATION_CREATED", "project": {"id": 3}, "task": {"id": 1}, "annotation": {"id": 2}}')
+    (3, {'id': 1}, {'id': 2})
+    >>> parse_webhook(b'{"action": "ANNOTATION_CREATED"}')
+    Traceback (most recent call last):
+    ...
+    consumer.labelstudio.mapping.Rejected: the ANNOTATION_CREATED webhook has no task or no annotation
+    """
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise Rejected(f"the webhook body is not JSON: {error}") from None
+    if not isinstance(payload, dict):
+        raise Rejected("the webhook body is not a JSON object")
+    action = payload.get("action")
+    if action not in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED"):
+        return None
+    task, annotation = payload.get("task"), payload.get("annotation")
+    if not isinstance(task, dict) or not isinstance(annotation, dict):
+        raise Rejected(f"the {action} webhook has no task or no annotation")
+    project = payload.get("project")
+    return project.get("id") if isinstance(project, dict) else annotation.get("project"), task, annotation
+
+
+def _id(value: Any, where: str) -> int:
+    """A Label Studio id: a positive integer (or its digits)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit():
+        raise Rejected(f"{where} is not an id: {str(value)[:40]!r}")
+    return int(value)
 
 
 def version_of(annotation: dict) -> tuple[int, str]:
     """What identifies one version of an annotation: its id and when it was last changed."""
-    return int(_field(annotation, "id", "annotation")), str(annotation.get("updated_at") or annotation.get("created_at"))
+    return _id(annotation.get("id"), "annotation.id"), str(annotation.get("updated_at") or annotation.get("created_at"))
 
 
 def sample_of(task: dict, annotation: dict, project_id: int, controls: Controls, *, text_field: str = "text",
@@ -130,17 +178,19 @@ def sample_of(task: dict, annotation: dict, project_id: int, controls: Controls,
     label = _choice(annotation, controls)
     if label is None:
         raise Rejected(f"the annotation has no result for the control {controls.from_name!r}")
-    data = _field(task, "data", "task")
+    data = _object(_field(task, "data", "task"), "task.data")
     text = data.get(text_field)
     if not isinstance(text, str) or not text.strip():
         raise Rejected(f"task.data has no text in the field {text_field!r}")
-    sample_id = str(_field(data, id_field, "task.data")) if id_field else str(_field(task, "id", "task"))
+    sample_id = _text(_field(data, id_field, "task.data"), f"task.data.{id_field}") if id_field \
+        else str(_id(task.get("id"), "task.id"))
     annotation_id, updated = version_of(annotation)
     try:
         return AnnotatedSample(
             sample_id=sample_id, label=label, text=text, dataset=dataset_of(project_id),
             annotator_id=_user(annotation), annotated_at=_when(annotation),
-            metadata={"label_studio": {"project": project_id, "task": task.get("id"), "annotation": annotation_id,
+            metadata={"label_studio": {"project": project_id, "task": task["id"] if type(task.get("id")) is int else None,
+                                       "annotation": annotation_id,
                                        "updated_at": updated}})
     except ValidationError as error:
         raise Rejected("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())) from None
@@ -191,15 +241,18 @@ def correction_of(task: dict, annotation: dict, controls: Controls) -> Correctio
     >>> c.outcome, c.corrected_label, c.reviewer_id
     ('false_alarm', None, 'label-studio:ana@example.org')
     """
-    data = _field(task, "data", "task")
-    event_id, sample_id = _field(data, "labelwatch_event_id", "task.data"), _field(data, "sample_id", "task.data")
-    label, dataset = _field(data, "label", "task.data"), _field(data, "dataset", "task.data")
+    data = _object(_field(task, "data", "task"), "task.data")
+    event_id, sample_id, label, dataset = (_text(_field(data, key, "task.data"), f"task.data.{key}")
+                                           for key in ("labelwatch_event_id", "sample_id", "label", "dataset"))
     chosen = None if annotation.get("was_cancelled") else _choice(annotation, controls)
     if chosen is None and not annotation.get("was_cancelled"):
         raise Rejected(f"the review annotation has no result for the control {controls.from_name!r}")
     outcome = "skip" if chosen is None else "false_alarm" if chosen == label else "confirmed"
     user = _user(annotation)
-    return Correction(dataset=str(dataset), sample_id=str(sample_id), event_id=str(event_id), outcome=outcome,
-                      corrected_label=chosen if outcome == "confirmed" else None,
-                      reviewer_id=f"label-studio:{user}" if user else "label-studio", answered_at=_when(annotation),
-                      schema_version=CORRECTION_VERSION)
+    try:
+        return Correction(dataset=dataset, sample_id=sample_id, event_id=event_id, outcome=outcome,
+                          corrected_label=chosen if outcome == "confirmed" else None,
+                          reviewer_id=f"label-studio:{user}" if user else "label-studio",
+                          answered_at=_when(annotation), schema_version=CORRECTION_VERSION)
+    except ValidationError as error:
+        raise Rejected("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())) from None
