@@ -115,6 +115,31 @@ def serve(metrics: Metrics, health: Probes, port: int, host: str = "0.0.0.0", *,
     return server
 
 
+def url_of(server) -> str:
+    """The base URL of a server from :func:`serve` (a wildcard bind is reached on loopback).
+
+    >>> class Bound: server_address = ("0.0.0.0", 8080)
+    >>> url_of(Bound())
+    'http://127.0.0.1:8080'
+    """
+    host, port = server.server_address[:2]
+    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+
+
+def wait_for_signal() -> None:
+    """Block until SIGTERM or SIGINT; the previous handlers come back afterwards. For the helper
+    processes (the desk, the bridge), whose work runs in threads of their own."""
+    import signal
+
+    stopped = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stopped.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        stopped.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def _refusal(authorization: str, api_token: str | None) -> str | None:
     """Why a request with this ``Authorization`` header may not read a report; ``None`` if it may.
 

@@ -123,11 +123,11 @@ def run_demo(settings: Settings, *, dataset: str = "digits", noise: float = 0.1,
 def _review_until_stopped(settings: Settings, out) -> None:
     """Serve a review desk on the demo's topics until SIGINT or SIGTERM."""
     import secrets
-    import signal
 
     from consumer.desk.app import start_desk
     from consumer.desk.reviewers import Reviewers
     from consumer.desk.settings import DeskSettings
+    from consumer.health import wait_for_signal
 
     token = secrets.token_hex(12)
     desk_settings = DeskSettings(
@@ -135,18 +135,14 @@ def _review_until_stopped(settings: Settings, out) -> None:
         corrections_topic=settings.corrections_topic, leases_topic=settings.review_topic + "-leases",
         input_topic=settings.input_topic, http_host="127.0.0.1", http_port=free_port())
     desk = start_desk(desk_settings, Reviewers({"demo": token}))
-    stopped = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stopped.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         out(f"review desk: {desk.url}  (sign in with the token {token}; keys: c confirm, f false alarm, "
             "s skip, 1-9 relabel)")
         out("  answers flow back to labelwatch run: see them in the desk's progress table and at "
             f"http://127.0.0.1:{settings.metrics_port}/metrics (labelwatch_reviewer_confirmed_precision)")
         out("press Ctrl-C to stop: the final re-audit and the report follow")
-        stopped.wait()
+        wait_for_signal()
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
         desk.close()
 
 

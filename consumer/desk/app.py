@@ -3,12 +3,8 @@ page, and serves them with ``/metrics`` and the probes on one port until SIGTERM
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
-import signal
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from consumer.desk.desk import ReviewDesk
@@ -17,7 +13,7 @@ from consumer.desk.metrics import DeskMetrics
 from consumer.desk.queue import ReviewQueue
 from consumer.desk.reviewers import Reviewers
 from consumer.desk.settings import DeskSettings
-from consumer.health import serve
+from consumer.health import serve, url_of, wait_for_signal
 
 log = logging.getLogger("labelwatch.desk")
 
@@ -31,8 +27,7 @@ class Desk:
 
     @property
     def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/"
+        return url_of(self.server) + "/"
 
     def close(self) -> None:
         self.server.shutdown()
@@ -58,16 +53,6 @@ def start_desk(settings: DeskSettings, reviewers: Reviewers) -> Desk:
     return Desk(desk, server)
 
 
-@contextlib.contextmanager
-def _until_signal(stopped: threading.Event) -> Iterator[None]:
-    previous = {s: signal.signal(s, lambda *_: stopped.set()) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
 def run(settings: DeskSettings) -> int:
     """Serve the desk until SIGTERM or SIGINT; 2 when the reviewers cannot be read."""
     try:
@@ -76,12 +61,10 @@ def run(settings: DeskSettings) -> int:
     except (OSError, ValueError) as error:
         log.error("labelwatch review: %s", error)
         return 2
-    stopped = threading.Event()
-    with _until_signal(stopped):
-        desk = start_desk(settings, reviewers)
-        log.info("review desk serving", extra={"url": desk.url, "reviewers": len(reviewers.ids)})
-        try:
-            stopped.wait()
-        finally:
-            desk.close()
+    desk = start_desk(settings, reviewers)
+    log.info("review desk serving", extra={"url": desk.url, "reviewers": len(reviewers.ids)})
+    try:
+        wait_for_signal()
+    finally:
+        desk.close()
     return 0

@@ -5,11 +5,10 @@ the reconciles until SIGTERM or SIGINT."""
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from dataclasses import dataclass
 
-from consumer.health import serve
+from consumer.health import serve, url_of, wait_for_signal
 from consumer.labelstudio.bridge import Bridge
 from consumer.labelstudio.client import LabelStudio, LabelStudioError
 from consumer.labelstudio.metrics import BridgeMetrics
@@ -32,8 +31,7 @@ class Running:
 
     @property
     def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+        return url_of(self.server)
 
     def close(self) -> None:
         self.stopped.set()
@@ -124,13 +122,9 @@ def run(settings: BridgeSettings) -> int:
     except (ValueError, LabelStudioError) as error:
         log.error("labelwatch label-studio: %s", error)
         return 2
-    stopped = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stopped.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+    log.info("label studio bridge running", extra={"url": running.url})
     try:
-        log.info("label studio bridge running", extra={"url": running.url})
-        stopped.wait()
+        wait_for_signal()
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
         running.close()
     return 0
