@@ -52,7 +52,7 @@ def start_bridge(bootstrap: str, topics: dict, ls_url: str, source: int, review:
         env=env, stdout=log, stderr=subprocess.STDOUT)
     process.log = log
     LOGS.append(process)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while True:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=3) as response:
@@ -61,7 +61,7 @@ def start_bridge(bootstrap: str, topics: dict, ls_url: str, source: int, review:
         except OSError:
             pass
         assert process.poll() is None, output_of(process)[-3000:]
-        assert time.monotonic() < deadline, "the bridge was not ready in 60 s:\n" + output_of(process)[-3000:]
+        assert time.monotonic() < deadline, "the bridge was not ready in 120 s:\n" + output_of(process)[-3000:]
         time.sleep(0.5)
 
 
@@ -70,7 +70,8 @@ def wait_for(check, what: str, timeout: float, *processes):
     while not (value := check()):
         for process in processes:
             assert process.poll() is None, f"died waiting for {what}:\n{output_of(process)[-3000:]}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}:\n" + "\n".join(
+            output_of(p)[-1500:] for p in (*processes, *LOGS))
         time.sleep(1.0)
     return value
 
@@ -124,7 +125,7 @@ def test_annotations_flow_in_review_tasks_out_and_answers_back_through_a_bridge_
         def all_judged():
             verdicts = read_topic({"bootstrap_servers": [bootstrap]}, topics["verdicts"], expected=N, timeout=5)
             return {SampleVerdict.model_validate_json(v.value).sample_id for v in verdicts} if len(verdicts) >= N else None
-        judged = wait_for(all_judged, f"{N} verdicts", 300, service, bridge)
+        judged = wait_for(all_judged, f"{N} verdicts", 600, service, bridge)
         assert judged == {str(t["id"]) for t in tasks}  # every annotation reached labelwatch
         sent = [AnnotatedSample.model_validate_json(r.value)
                 for r in read_topic({"bootstrap_servers": [bootstrap]}, topics["in"], expected=N, timeout=5)]
@@ -142,7 +143,7 @@ def test_annotations_flow_in_review_tasks_out_and_answers_back_through_a_bridge_
             ids = [t["data"]["labelwatch_event_id"] for t in made]
             complete = all(t["predictions"] for t in made)  # a dropped one is given again at the next reconcile
             return made if len(events) >= 3 and set(ids) == set(events) and complete else None
-        made = wait_for(review_tasks, "a review task for every review event", 120, service, bridge)
+        made = wait_for(review_tasks, "a review task for every review event", 300, service, bridge)
         ids = [t["data"]["labelwatch_event_id"] for t in made]
         assert len(ids) == len(set(ids)), "\n".join(output_of(p)[-2500:] for p in LOGS)  # no task made twice
         by_id = {str(t["id"]): k for k, t in enumerate(tasks)}
@@ -166,14 +167,14 @@ def test_annotations_flow_in_review_tasks_out_and_answers_back_through_a_bridge_
             found = [Correction.model_validate_json(r.value) for r in
                      read_topic({"bootstrap_servers": [bootstrap]}, topics["corrections"], expected=2, timeout=3)]
             return found if len(found) >= 2 else None
-        corrections = sorted(wait_for(answered, "two Corrections", 60, bridge), key=lambda c: c.outcome)
+        corrections = sorted(wait_for(answered, "two Corrections", 120, bridge), key=lambda c: c.outcome)
         assert [(c.outcome, c.event_id) for c in corrections] == [
             ("confirmed", first["data"]["labelwatch_event_id"]), ("false_alarm", second["data"]["labelwatch_event_id"])]
         assert corrections[0].corrected_label == first["data"]["suggested_label"]
         assert all(c.reviewer_id == "label-studio:1" for c in corrections)
         run_metrics = f"http://127.0.0.1:{run_port}/metrics"
         wait_for(lambda: metric(run_metrics, "labelwatch_corrections_total", dataset=f"label-studio-{source}") >= 2,
-                 "labelwatch run to apply both answers", 60, service)
+                 "labelwatch run to apply both answers", 120, service)
         assert metric(run_metrics, "labelwatch_reviewer_confirmed_precision",
                       dataset=f"label-studio-{source}") == pytest.approx(0.5)
 
