@@ -25,7 +25,7 @@ from consumer.demo.datasets import inject_noise, load
 from consumer.export import read_topic
 from kafka_helpers import fresh_topics, output_of, start_service
 from label_studio_server import TOKEN, started
-from schemas import AnnotatedSample, Correction, ReviewEvent, SampleVerdict
+from schemas import AnnotatedSample, Correction, DeadLetter, ReviewEvent, SampleVerdict
 
 pytestmark = pytest.mark.kafka
 
@@ -186,8 +186,20 @@ def test_annotations_flow_in_review_tasks_out_and_answers_back_through_a_bridge_
         assert sorted(t["data"]["labelwatch_event_id"] for t in again) == sorted(ids)
         assert len(read_topic({"bootstrap_servers": [bootstrap]}, topics["corrections"], expected=3, timeout=3)) == 2
         assert len(read_topic({"bootstrap_servers": [bootstrap]}, topics["in"], expected=N + 1, timeout=3)) == N
-        hooks = server.call("GET", f"/api/webhooks/?project={source}")
-        assert len(hooks) == 1  # registered once, however many starts
+        for project in (source, review):  # registered once, however many starts
+            assert len(server.call("GET", f"/api/webhooks/?project={project}")) == 1
+
+        # payloads it cannot read are dead-lettered with their reason; the bridge keeps running
+        for body in (b"not json", b'{"action": "ANNOTATION_CREATED", "task": {"id": 1}}'):
+            request = urllib.request.Request(f"http://127.0.0.1:{bridge_port}/webhook", data=body, method="POST")
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert response.status == 200
+        letters = [DeadLetter.model_validate_json(r.value)
+                   for r in read_topic({"bootstrap_servers": [bootstrap]}, topics["dlq"], expected=2, timeout=10)]
+        assert [(d.error_type, d.original) for d in letters] == [
+            ("label_studio", "not json"), ("label_studio", '{"action": "ANNOTATION_CREATED", "task": {"id": 1}}')]
+        assert "not JSON" in letters[0].reason and "no task or no annotation" in letters[1].reason
+        assert bridge.poll() is None
         assert TOKEN not in output_of(bridge)
     finally:
         for process in (bridge, service):
