@@ -43,6 +43,7 @@ from consumer.pipeline import BatchResult, InputRecord, Pipeline
 from consumer.settings import Settings
 from consumer.sinks import KafkaSink, kafka_producer
 from consumer.state import StateUnwritable
+from consumer.tailing import broker_connected
 from schemas import SourcePosition
 
 log = logging.getLogger(__name__)
@@ -349,20 +350,6 @@ def _log_of(consumer: KafkaConsumer, polled) -> tuple[dict[tuple[str, int], int]
     except Exception:  # noqa: BLE001 - a private API: degrade to end offsets only
         pass
     return ends, ids
-
-
-def broker_connected(consumer: KafkaConsumer) -> bool:
-    """Whether the consumer holds a live connection to some broker of the cluster.
-
-    kafka-python has no public call for it (``bootstrap_connected`` turns false once metadata is
-    fetched), so this reads its client; if that ever changes shape, a poll that did not raise is
-    taken as reachable.
-    """
-    try:
-        client = consumer._client
-        return any(client.connected(broker.node_id) for broker in client.cluster.brokers())
-    except Exception:  # noqa: BLE001 - a private API: degrade to "the poll worked"
-        return True
 
 
 class _CheckpointOnRevoke(ConsumerRebalanceListener):

@@ -5,6 +5,8 @@
   thread, forever. It is ready once it has caught up with the ends the topics had when it
   started and a broker answers. A record a handler cannot read is logged and counted, never
   fatal; it stays in its topic.
+- :func:`broker_connected` says whether a consumer holds a live broker connection (``labelwatch
+  run``'s readiness uses it too).
 - :class:`AckedWriter` sends one record and returns only once the broker acknowledged it, or
   raises :class:`Unavailable`: nothing is ever reported written that was not.
 """
@@ -21,12 +23,25 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from pydantic import ValidationError
 
-from consumer.service import broker_connected
 
 log = logging.getLogger("labelwatch.tailing")
 
 UNREADABLE = (ValidationError, ValueError, orjson.JSONDecodeError, TypeError, KeyError)
 """What a handler raises for a record it cannot read."""
+
+
+def broker_connected(consumer: KafkaConsumer) -> bool:
+    """Whether the consumer holds a live connection to some broker of the cluster.
+
+    kafka-python has no public call for it (``bootstrap_connected`` turns false once metadata is
+    fetched), so this reads its client; if that ever changes shape, a poll that did not raise is
+    taken as reachable.
+    """
+    try:
+        client = consumer._client
+        return any(client.connected(broker.node_id) for broker in client.cluster.brokers())
+    except Exception:  # noqa: BLE001 - a private API: degrade to "the poll worked"
+        return True
 
 
 class Unavailable(RuntimeError):

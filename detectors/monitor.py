@@ -211,7 +211,7 @@ class LabelMonitor:
             neighbors = index.nearest(batch.vectors[rows], [batch.ids[i] for i in rows], CONTEXT_NEIGHBORS,
                                       arrival=arrival, arrived=arrived)
         cluster = self.detector("cluster")
-        clusters = {i: assessments[i].cluster_id for i in rows} if hasattr(cluster, "label_mix") else {}
+        clusters = {i: assessments[i].cluster_id for i in rows} if cluster is not None else {}
         unassigned = [i for i, c in clusters.items() if c is None]
         if unassigned and cluster.is_fitted:  # a re-audit keeps the cluster signal of a first verdict before the fit
             clusters.update(zip(unassigned, cluster.assign(batch.vectors[unassigned]).tolist()))
