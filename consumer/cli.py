@@ -52,6 +52,15 @@ def cmd_run(args) -> int:
     return app.run(settings)
 
 
+def cmd_embed(args) -> int:
+    from consumer.embed.app import run
+    from consumer.embed.settings import EmbedSettings
+
+    settings = _settings(args, EmbedSettings.model_fields, EmbedSettings)
+    _setup_logging(settings.log_level, settings.log_format)
+    return run(settings)
+
+
 def cmd_review(args) -> int:
     from consumer.desk.app import run
     from consumer.desk.settings import DeskSettings
@@ -174,6 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="Consume a Kafka topic of annotations and emit review events.")
     _add_settings(run, Settings.model_fields)
     run.set_defaults(handler=cmd_run)
+
+    from consumer.embed.settings import EmbedSettings
+
+    embed = commands.add_parser("embed", help="Embed raw annotations and write them, keyed by dataset, to an internal "
+                                              "topic that labelwatch run --input-topic judges; run as many replicas "
+                                              "as the text path needs.")
+    _add_settings(embed, EmbedSettings.model_fields, EmbedSettings)
+    embed.set_defaults(handler=cmd_embed)
 
     from consumer.desk.settings import DeskSettings
 

@@ -17,12 +17,47 @@ from schemas import (AnnotatedSample, DeadLetter, Neighbor, Reason, ReviewContex
 
 @dataclass(frozen=True, slots=True)
 class InputRecord:
-    """One raw input record and where it came from (a Kafka position or a file line)."""
+    """One raw input record and where it came from (a Kafka position or a file line).
+
+    ``origin`` is the position of the raw annotation an embedder (``labelwatch embed``) read it
+    from, when it came through one: replays are recognised by it (:class:`~consumer.positions.LogPositions`).
+    """
 
     value: bytes | None
     source: SourcePosition | None = None
     line: int | None = None
     timestamp_ms: int | None = None
+    origin: SourcePosition | None = None
+
+
+ORIGIN_HEADER_PREFIX = "labelwatch.origin."
+"""Headers with which ``labelwatch embed`` names the raw record each embedded sample came from."""
+
+
+def origin_headers(source: SourcePosition) -> list[tuple[str, bytes]]:
+    """The headers that name ``source`` as a record's origin.
+
+    >>> origin_of(origin_headers(SourcePosition(topic="raw", partition=2, offset=41)))
+    SourcePosition(topic='raw', partition=2, offset=41)
+    """
+    return [(ORIGIN_HEADER_PREFIX + "topic", source.topic.encode()),
+            (ORIGIN_HEADER_PREFIX + "partition", str(source.partition).encode()),
+            (ORIGIN_HEADER_PREFIX + "offset", str(source.offset).encode())]
+
+
+def origin_of(headers) -> SourcePosition | None:
+    """The origin a record's headers name, or ``None`` when they name none (or not a readable one).
+
+    >>> origin_of([("other", b"x")]) is None, origin_of([("labelwatch.origin.offset", b"x")]) is None
+    (True, True)
+    """
+    found = {key[len(ORIGIN_HEADER_PREFIX):]: value for key, value in headers or ()
+             if key.startswith(ORIGIN_HEADER_PREFIX)}
+    try:
+        return SourcePosition(topic=found["topic"].decode(), partition=int(found["partition"]),
+                              offset=int(found["offset"]))
+    except (KeyError, ValueError, UnicodeDecodeError):
+        return None
 
 
 Payload = tuple[AnnotatedSample, SourcePosition | None]

@@ -40,6 +40,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from consumer.health import Health
 from consumer.pacing import PollPacer
 from consumer.pipeline import BatchResult, InputRecord, Pipeline
+from consumer.records import origin_of
 from consumer.settings import Settings
 from consumer.sinks import KafkaSink, kafka_producer
 from consumer.state import StateUnwritable
@@ -244,7 +245,7 @@ class LabelwatchService:
         started = time.perf_counter()
         records = [
             InputRecord(value=r.value, source=SourcePosition(topic=r.topic, partition=r.partition, offset=r.offset),
-                        timestamp_ms=r.timestamp)
+                        timestamp_ms=r.timestamp, origin=origin_of(r.headers))
             for tp in sorted(polled, key=lambda t: (t.topic, t.partition)) for r in polled[tp]
         ]
         corrections_topic = self.settings.corrections_topic
