@@ -66,13 +66,19 @@ def records(n: int) -> list[InputRecord]:
             for i, value in enumerate(vector_messages(n, 0))]
 
 
-def run(n: int, batch: int) -> float:
+def run(n: int, batch: int, searches: collections.Counter | None = None) -> float:
     data = records(n)
     pipeline = build_pipeline(Settings(), embedder=None)
     started = time.perf_counter()
     for start in range(0, n, batch):
         pipeline.process(data[start:start + batch])
-    return time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    if searches is not None:  # how the neighbour searches went (full, or only what changed since)
+        for monitor in pipeline.monitors.values():
+            for detector in monitor.detectors:
+                if detector.neighbor_index is not None:
+                    searches.update(getattr(detector.neighbor_index, "search_counts", {}))
+    return elapsed
 
 
 def stage_table(n: int, batch: int) -> None:
@@ -90,7 +96,8 @@ def stage_table(n: int, batch: int) -> None:
 
     for label, owner, name in STAGES:
         setattr(owner, name, timed(label, getattr(owner, name)))
-    total = run(n, batch)
+    searches: collections.Counter = collections.Counter()
+    total = run(n, batch, searches)
     per = 500 / n * 1000
     print(f"{n} samples in batches of {batch}: {n / total:,.0f} samples/s, {total * per:.1f} ms per 500 samples\n")
     print("| stage | ms per 500 samples | share |\n|---|---:|---:|")
@@ -98,6 +105,9 @@ def stage_table(n: int, batch: int) -> None:
         print(f"| {label.replace('  ', '&nbsp;&nbsp;')} | {spent[label] * per:.1f} | {spent[label] / total:.0%} |")
     top = sum(spent[label] for label, _, _ in STAGES if not label.startswith(" "))
     print(f"| everything else (batching, metrics, ...) | {(total - top) * per:.1f} | {(total - top) / total:.0%} |")
+    if searches:
+        print(f"\nneighbour searches: {searches['full']:,} full, {searches['incremental']:,} only of what changed "
+              f"(cached candidates), {searches['graph']:,} by the HNSW graph")
 
 
 def cprofile(n: int, batch: int, top: int) -> None:

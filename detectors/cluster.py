@@ -84,7 +84,7 @@ class ClusterDisagreement(Detector):
         self.min_cluster_size = min_cluster_size
         self.min_majority = min_majority
         self.seed = seed
-        self._kmeans = MiniBatchKMeans(n_clusters=n_clusters, random_state=seed, n_init=1)
+        self._kmeans = MiniBatchKMeans(n_clusters=n_clusters, random_state=seed, n_init=1, compute_labels=False)
         self._fitted = False
         self._labels = LabelIndex()
         self._vectors: np.ndarray | None = None  # ring buffer of recent vectors
@@ -146,14 +146,21 @@ class ClusterDisagreement(Detector):
             self._prefit.append(batch.vectors)  # fewer than n_clusters samples until the first fit
             if self._filled < self.n_clusters:
                 return
-            self._kmeans.partial_fit(self._window_vectors())
+            self._partial_fit(self._window_vectors())
             self._fitted = True
             newly_counted, self._prefit = np.vstack(self._prefit), []  # everything learned so far, once
         else:
-            self._kmeans.partial_fit(batch.vectors)
+            self._partial_fit(batch.vectors)
             newly_counted = batch.vectors
         self.cluster_totals += np.bincount(self.assign(newly_counted), minlength=self.n_clusters)
         self._recount()
+
+    def _partial_fit(self, vectors: np.ndarray) -> None:
+        self._kmeans.partial_fit(vectors)
+        # sklearn runs K-means on `_n_threads` OpenMP threads, fixed at its first fit. Its loops split
+        # samples and centres between threads, so one gives the same clusters, without threads that
+        # spin beside the rest of the work (detectors/threads.py)
+        self._kmeans._n_threads = 1
 
     @property
     def n_active_clusters(self) -> int:

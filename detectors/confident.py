@@ -71,12 +71,13 @@ class ConfidentLearning(Detector):
         return cls(k=p.neighbors_k, per_class=p.neighbors_per_class, n_folds=p.n_folds,
                    neighbor_weight=p.neighbor_weight, model_weight=p.cross_fit_weight, user_weight=p.user_weight,
                    min_class_count=p.min_class_count, warmup=p.confident_warmup,
-                   model_max_features=p.cross_fit_features, budget_share=p.online_budget_share, seed=seed)
+                   model_max_features=p.cross_fit_features, budget_share=p.online_budget_share, seed=seed,
+                   search=p.neighbor_search)
 
     def __init__(self, *, k: int = 10, per_class: int = 1000, n_folds: int = 5, neighbor_weight: float = 1.0,
                  model_weight: float = 1.0, user_weight: float = 0.5, min_class_count: int = 5, warmup: int = 50,
                  model_max_features: int = 384, budget_share: float = 0.25, reaudit_budget_share: float | None = None,
-                 quality_method: str = "self_confidence", seed: int = 0):
+                 quality_method: str = "self_confidence", seed: int = 0, search: str = "brute"):
         self.k = k
         self.per_class = per_class
         self.n_folds = n_folds
@@ -92,7 +93,8 @@ class ConfidentLearning(Detector):
         self.quality_method = quality_method
         self.seed = seed
         self.classes = LabelIndex()
-        self.neighbors = NeighborIndex(self.classes, k=k, per_class=per_class, seed=seed) if neighbor_weight > 0 else None
+        self.neighbors = (NeighborIndex(self.classes, k=k, per_class=per_class, seed=seed, search=search)
+                          if neighbor_weight > 0 else None)
         self.model = FoldLDA(self.classes, n_folds=n_folds) if model_weight > 0 else None
         self._projection = RandomProjection(model_max_features, seed=seed)
         self.mix = SourceMix()
@@ -128,14 +130,15 @@ class ConfidentLearning(Detector):
                 out[row, self.classes.id_of(label)] = p
         return out
 
-    def _sources(self, batch: Batch) -> dict[str, np.ndarray]:
-        """Each source's out-of-sample probabilities over :attr:`classes` (sources without evidence left out)."""
+    def _sources(self, batch: Batch, *, reuse: bool = False) -> dict[str, np.ndarray]:
+        """Each source's out-of-sample probabilities over :attr:`classes` (sources without evidence left
+        out); ``reuse``: the samples were searched before (a re-audit), see :class:`NeighborIndex`."""
         self.classes.encode(batch.labels)
         user = self._user_proba(batch)
         n_classes = len(self.classes)
         sources = {}
         if self.neighbors is not None and self.n_learned >= self.warmup:
-            sources["neighbors"] = self.neighbors.predict_proba(batch.vectors, batch.keys())
+            sources["neighbors"] = self.neighbors.predict_proba(batch.vectors, batch.keys(), reuse=reuse)
         if self.model is not None and self.n_learned >= self.warmup:
             sources["model"] = self.model.predict_proba(self._model_features(batch.vectors), batch.keys())
         if user is not None:
@@ -165,9 +168,9 @@ class ConfidentLearning(Detector):
             weight += weights[name] * has
         return total / np.maximum(weight, 1e-12)
 
-    def blended_proba(self, batch: Batch) -> np.ndarray:
+    def blended_proba(self, batch: Batch, *, reuse: bool = False) -> np.ndarray:
         """Out-of-sample probabilities over :attr:`classes`, averaged over the sources with evidence."""
-        return self._blend(self._sources(batch), len(batch))
+        return self._blend(self._sources(batch, reuse=reuse), len(batch))
 
     def _judge(self, proba: np.ndarray, label_ids: np.ndarray, thresholds: np.ndarray,
                flags: np.ndarray | None = None) -> list[Signal]:
@@ -208,7 +211,7 @@ class ConfidentLearning(Detector):
         """Re-judge learned samples out of sample; ``refit_thresholds`` recomputes the thresholds
         from this batch alone, as batch cleanlab would over a whole dataset."""
         label_ids = self.classes.encode(batch.labels)
-        proba = self.blended_proba(batch)
+        proba = self.blended_proba(batch, reuse=True)
         if not refit_thresholds:
             thresholds = self.thresholds.values(len(self.classes))
             rule, _ = confident_disagreement(proba, label_ids, thresholds)

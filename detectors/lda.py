@@ -101,7 +101,7 @@ class FoldLDA:
         """Score every candidate shrinkage on samples no model has learned yet; keep the best so far."""
         if self.n_learned < 2 * len(self.classes) + 2:
             return
-        losses = np.array([self._log_loss(self._proba(x, ids, shrinkage), label_ids) for shrinkage in SHRINKAGES])
+        losses = np.array([self._log_loss(proba, label_ids) for proba in self._proba(x, ids, SHRINKAGES)])
         self._losses = self.decay * self._losses + losses
         self.shrinkage = SHRINKAGES[int(np.argmin(self._losses))]
 
@@ -137,27 +137,30 @@ class FoldLDA:
                            vectors))
         return fitted
 
-    def _proba(self, x: np.ndarray, ids, shrinkage: float) -> np.ndarray:
+    def _proba(self, x: np.ndarray, ids, shrinkages: tuple[float, ...]) -> list[np.ndarray]:
+        """The probabilities under each of ``shrinkages`` (the projections onto the eigenbasis, shared)."""
         if self._fitted is None:
             self._fitted = self._fit()
-        out = np.zeros((len(x), len(self.classes)))
+        outs = [np.zeros((len(x), len(self.classes))) for _ in shrinkages]
         folds = fold_of(list(ids), self.n_folds)
         for f, model in enumerate(self._fitted):
             rows = np.flatnonzero(folds == f)
             if model is None or len(rows) == 0:
                 continue
             present, means, log_priors, scale, values, vectors = model
-            # discriminants with the shrunk correlation (1 - a) R + a I, in R's eigenbasis
-            whitened_means = (means / scale) @ vectors / np.sqrt((1 - shrinkage) * values + shrinkage)
-            whitened = (x[rows] / scale) @ vectors / np.sqrt((1 - shrinkage) * values + shrinkage)
-            logits = whitened @ whitened_means.T - 0.5 * (whitened_means ** 2).sum(axis=1) + log_priors
-            logits -= logits.max(axis=1, keepdims=True)
-            p = np.exp(logits)
-            out[np.ix_(rows, np.flatnonzero(present))] = p / p.sum(axis=1, keepdims=True)
-        return out
+            projected_means, projected = (means / scale) @ vectors, (x[rows] / scale) @ vectors
+            for out, shrinkage in zip(outs, shrinkages):
+                # discriminants with the shrunk correlation (1 - a) R + a I, in R's eigenbasis
+                whitened_means = projected_means / np.sqrt((1 - shrinkage) * values + shrinkage)
+                whitened = projected / np.sqrt((1 - shrinkage) * values + shrinkage)
+                logits = whitened @ whitened_means.T - 0.5 * (whitened_means ** 2).sum(axis=1) + log_priors
+                logits -= logits.max(axis=1, keepdims=True)
+                p = np.exp(logits)
+                out[np.ix_(rows, np.flatnonzero(present))] = p / p.sum(axis=1, keepdims=True)
+        return outs
 
     def predict_proba(self, vectors: np.ndarray, ids) -> np.ndarray:
         """Rows sum to 1, or are all zero before the sample's fold model knows two classes."""
         if self._folds is None or len(vectors) == 0:
             return np.zeros((len(vectors), len(self.classes)))
-        return self._proba(np.asarray(vectors, dtype=np.float64), ids, self.shrinkage)
+        return self._proba(np.asarray(vectors, dtype=np.float64), ids, (self.shrinkage,))[0]

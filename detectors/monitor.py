@@ -16,6 +16,7 @@ from detectors.base import Batch, Detector, Signal
 from detectors.combine import Combiner
 from detectors.config import EVIDENCE, MonitorConfig
 from detectors.corrections import FalseAlarmMemory
+from detectors.threads import on_one_thread
 
 
 REAUDIT_GROWTH = 4
@@ -81,6 +82,11 @@ class LabelMonitor:
     n_flagged_live: int = 0  # flags sent while streaming (first verdicts and re-audits)
     _budget: dict = field(default_factory=lambda: {"at_step": 0, "first": 0, "late": 0}, repr=False)
 
+    def __post_init__(self) -> None:
+        for detector in self.detectors:  # candidates for every sample a re-audit may search again
+            if detector.neighbor_index is not None:
+                detector.neighbor_index.cache_candidates(self.reaudit_window)
+
     def __setstate__(self, state: dict) -> None:
         # checkpoints written before re-audits could be deferred have no queue: they ran at once;
         # those written before the live flag budget count no flags
@@ -99,6 +105,7 @@ class LabelMonitor:
         voting = {name: s for name, s in signals.items() if self.voters is None or name in self.voters}
         return Assessment(self.combiner.combine(voting), signals)
 
+    @on_one_thread
     def process(self, batch: Batch, payloads: Sequence[Any] | None = None, *,
                 evidence: Mapping[str, Sequence[Signal | None]] | None = None,
                 defer_reaudits: bool = False) -> tuple[list[Assessment], list[LateVerdict]]:
@@ -161,6 +168,7 @@ class LabelMonitor:
         """Re-audits of the last learned step that :meth:`run_reaudits` has not run yet."""
         return len(self._due)
 
+    @on_one_thread
     def run_reaudits(self, max_samples: int | None = None) -> list[LateVerdict]:
         """Run up to ``max_samples`` (default: all) of the queued re-audits; returns the new late verdicts."""
         count = len(self._due) if max_samples is None else max(0, max_samples)
@@ -351,6 +359,7 @@ class LabelMonitor:
         self.n_learned += len(self._unlearned)
         self._unlearned, self._corrections = [], []
 
+    @on_one_thread
     def flush(self, *, every: bool = False) -> list[LateVerdict]:
         """Run queued re-audits, learn the unfinished step, then re-audit every clean sample in the
         window, thresholds refitted.

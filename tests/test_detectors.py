@@ -38,22 +38,7 @@ def fitted_cluster_detector(**kwargs) -> ClusterDisagreement:
     return detector
 
 
-# --- NeighborIndex ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("last_bits", [0.0, 1.2e-7, -1.2e-7])
-def test_duplicates_of_two_labels_tied_at_the_kth_place_share_it_whichever_way_the_last_bits_fall(last_bits):
-    # stored rows 2 and 3 are one text labelled two ways; another BLAS kernel moves the product with
-    # one of them by a float32 ulp. The plain top-2 would give the last place to one label or the other.
-    from detectors.neighbors import duplicate_columns, nearest_with_ties
-
-    stored = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [0.6, 0.8], [0.1, 0.99]], dtype=np.float32)
-    owner = np.array([0, 1, 0, 1, 0])
-    sims = np.array([[0.9, 0.1, 0.6, 0.6 + last_bits, 0.2]], dtype=np.float32)
-    rows, columns, weights = nearest_with_ties(sims[:, duplicate_columns(stored)], 2)
-    votes = np.bincount(owner[columns], weights=weights, minlength=2)
-    assert sorted(columns.tolist()) == [0, 2, 3]
-    assert votes == pytest.approx([0.9 + 0.3, 0.3], abs=1e-5)  # (float32 inputs, 1e-6 floor per vote)
+# (NeighborIndex and the tie rule of its vote: tests/test_neighbor_search.py)
 
 
 # --- ClusterDisagreement ------------------------------------------------------------------------

@@ -1,0 +1,241 @@
+"""The exact end of a neighbour search: shortlisted pairs re-ranked in float64, and the candidates a
+query keeps so that its next search only looks at what changed (:class:`CandidateCache`).
+
+A neighbour search shortlists stored rows by a float32 product (fast, but its last bits depend on
+the BLAS kernel and the batch shape), then decides on exact similarities of the shortlisted pairs:
+each one the float64 dot product of two float32 unit rows, computed pair by pair
+(:func:`exact_similarities`). The vote (:func:`vote_with_ties`) only ever sees those. So whichever
+way a shortlist was found, a full scan, the candidates cached from an earlier search or an
+approximate index, the same shortlisted rows give the same vote, bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+PAIRS_PER_BLOCK = 2048
+"""Pairs multiplied at once by :func:`exact_similarities` (bounds its scratch memory to about 6 MiB at 384-d)."""
+
+
+def float32_error(dim: int) -> float:
+    """A bound on how far a float32 dot product of two unit rows of width ``dim`` is from the exact one.
+
+    The classic bound is ``dim`` units in the last place of float32 (``dim * 2**-24``); this is four
+    times that, whatever the kernel's summation order.
+
+    >>> round(float32_error(384), 6)
+    9.2e-05
+    """
+    return 2.0 * dim * float(np.finfo(np.float32).eps)
+
+
+def shortlist_margin(dim: int) -> float:
+    """How far below the float32 ``k``-th similarity a row stays on the shortlist: far more than two
+    float32 errors, so the exact top ``k`` is always inside it.
+
+    >>> shortlist_margin(384)
+    0.001
+    """
+    return max(1e-3, 4 * float32_error(dim))
+
+
+def exact_similarities(matrix: np.ndarray, queries: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """The float64 dot product of ``queries[rows[i]]`` and ``matrix[columns[i]]`` for every pair ``i``.
+
+    Each pair is computed alone (an elementwise product, then numpy's pairwise sum along the row), so
+    its value depends only on the two rows: not on the BLAS kernel, nor on the other pairs.
+
+    >>> m = np.array([[1.0, 0.0], [0.6, 0.8]], dtype=np.float32)
+    >>> exact_similarities(m, np.array([[0.6, 0.8]], dtype=np.float32), np.array([0, 0]), np.array([0, 1])).round(6).tolist()
+    [0.6, 1.0]
+    """
+    out = np.empty(len(rows))
+    for start in range(0, len(rows), PAIRS_PER_BLOCK):
+        stop = start + PAIRS_PER_BLOCK
+        block = matrix[columns[start:stop]].astype(np.float64)
+        block *= queries[rows[start:stop]]
+        out[start:stop] = block.sum(axis=1)
+    return out
+
+
+def vote_with_ties(rows: np.ndarray, columns: np.ndarray, values: np.ndarray, k: int,
+                   n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The ``k`` nearest shortlisted columns of each query row, as ``(rows, columns, weights, kth)``, ties shared.
+
+    ``(rows[i], columns[i])`` are the shortlisted pairs and ``values[i]`` their exact similarities; a
+    row with fewer than ``k`` pairs votes with all of them. A column more similar than the row's
+    ``k``-th (``kth``, one per row, ``-inf`` for a row without pairs) votes with its similarity (at
+    least 1e-6). Columns exactly as similar as the ``k``-th share the places left among them, so
+    which of two duplicates of different labels fills the last place depends on neither the column
+    order nor how the shortlist was found. The result is sorted by row, then column: summed in that
+    order, the same pairs give the same vote to the last bit.
+
+    >>> rows, columns = np.zeros(4, dtype=int), np.array([3, 0, 1, 2])
+    >>> r, c, w, kth = vote_with_ties(rows, columns, np.array([0.1, 0.9, 0.5, 0.5]), 2, 1)
+    >>> c.tolist(), w.round(3).tolist(), kth.tolist()
+    ([0, 1, 2], [0.9, 0.25, 0.25], [0.5])
+    """
+    kth = np.full(n_rows, -np.inf)
+    if len(rows) == 0:
+        return rows, columns, np.zeros(0), kth
+    order = np.lexsort((columns, -values, rows))
+    rows, columns, values = rows[order], columns[order], values[order]
+    counts = np.bincount(rows, minlength=n_rows)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    present = counts > 0
+    kth[present] = values[starts[present] + np.minimum(k, counts[present]) - 1]
+    chosen = values >= kth[rows]
+    rows, columns, values = rows[chosen], columns[chosen], values[chosen]
+    tied = values == kth[rows]
+    n_tied = np.bincount(rows[tied], minlength=n_rows)
+    places = np.minimum(k, counts) - np.bincount(rows[~tied], minlength=n_rows)
+    share = places / np.maximum(n_tied, 1)
+    weights = (np.maximum(values, 0.0) + 1e-6) * np.where(tied, share[rows], 1.0)
+    order = np.lexsort((columns, rows))
+    return rows[order], columns[order], weights[order], kth
+
+
+@dataclass(frozen=True)
+class Shortlist:
+    """What :func:`shortlist` found: the pairs ``(rows, columns)`` to re-rank exactly, and, when asked
+    for ``width`` candidates, each row's ``best`` columns (nearest first, ``-1`` pads) and the float32
+    similarity ``beyond`` them (no other column was more similar)."""
+
+    rows: np.ndarray
+    columns: np.ndarray
+    best: np.ndarray | None = None
+    beyond: np.ndarray | None = None
+
+
+def shortlist(sims: np.ndarray, columns: Callable[[np.ndarray, np.ndarray], np.ndarray] | None, k: int,
+              width: int = 0, *, margin: float = 1e-3) -> Shortlist:
+    """The columns of each row of float32 similarities ``sims`` (``-inf``: left out) within ``margin``
+    (:func:`shortlist_margin`) of its ``k``-th, which hold its exact ``k`` nearest, as pairs. ``columns``
+    names the stored row of cells ``(rows, places)`` (``None``: column ``j`` is row ``j``). With ``width`` (at least
+    ``k``, below the number of columns), also each row's ``width`` best and what lies beyond them.
+
+    >>> found = shortlist(np.array([[0.9, 0.2, 0.5, 0.1]], dtype=np.float32), None, 1, width=2)
+    >>> found.columns.tolist(), found.best.tolist(), found.beyond.astype(float).round(3).tolist()
+    ([0], [[0, 2]], [0.2])
+    """
+    n_columns = sims.shape[1]
+    best = beyond = None
+    if width:
+        top = np.argpartition(sims, n_columns - width - 1, axis=1)[:, n_columns - width - 1:]
+        values = np.take_along_axis(sims, top, axis=1)
+        order = np.argsort(-values, axis=1, kind="stable")
+        top, values = np.take_along_axis(top, order, axis=1), np.take_along_axis(values, order, axis=1)
+        kth, beyond = values[:, k - 1], values[:, width]
+        top = top[:, :width]
+        if columns is not None:
+            top = columns(np.broadcast_to(np.arange(len(sims))[:, None], top.shape), top)
+        best = np.where(np.isfinite(values[:, :width]), top, -1)
+    else:
+        kth = np.partition(sims, n_columns - k, axis=1)[:, n_columns - k]
+    rows, places = np.nonzero(sims >= (kth - margin)[:, None])
+    finite = np.isfinite(sims[rows, places])
+    rows, places = rows[finite], places[finite]
+    return Shortlist(rows, places if columns is None else columns(rows, places), best, beyond)
+
+
+class Stacked:
+    """Every stored sample as one matrix (standardised unit rows, labels in sorted order), with each
+    row's label id (``owner``), insertion ``stamps``, the rows of each sample id (``positions``) and
+    the standardisation ``version`` it was made with."""
+
+    def __init__(self, matrix: np.ndarray, owner: np.ndarray, stamps: np.ndarray,
+                 positions: dict[str, list[int]], version: int):
+        self.matrix, self.owner, self.stamps, self.positions, self.version = matrix, owner, stamps, positions, version
+        self.stored_ids: list[str] | None = None
+        self._order = np.argsort(stamps)
+
+    def position_of(self, stamps: np.ndarray) -> np.ndarray:
+        """The row of each stamp; ``-1`` for one no longer stored (evicted), and for ``-1`` pads."""
+        ordered = self.stamps[self._order]
+        at = np.minimum(np.searchsorted(ordered, stamps), len(ordered) - 1)
+        return np.where((ordered[at] == stamps) & (stamps >= 0), self._order[at], -1)
+
+    def stamps_of(self, rows: np.ndarray) -> np.ndarray:
+        """The stamp of each row; ``-1`` for ``-1``."""
+        return np.where(rows >= 0, self.stamps[np.maximum(rows, 0)], -1)
+
+
+class CandidateCache:
+    """Per recent query (by sample id): its ``width`` nearest stored rows at its last search, and
+    what a later search needs to prove that no other row can have overtaken them.
+
+    An entry holds the rows' insertion ``stamps`` (``-1`` pads a short list), ``bound`` (no stored row
+    outside the list was more similar than this, exactly, at that search), ``watermark`` (the first
+    stamp not stored yet then: rows from there on are new), ``drift`` (the index's cumulative drift
+    then, see :class:`~detectors.neighbors.NeighborIndex`), the standardisation ``version`` and a
+    ``fingerprint`` of the query vector. At most ``capacity`` entries: the least recently searched
+    go first. Memory: ``capacity`` × (``width`` + 5) × 8 bytes, allocated on first use.
+
+    >>> cache = CandidateCache(capacity=2, width=3)
+    >>> cache.put(["a", "b", "c"], [1, 2, 3], np.array([[5, 6, -1]] * 3), np.zeros(3), 7, 0.0, 1)
+    >>> cache.find(["a", "b", "c"], [1, 2, 9]).tolist()  # "a" evicted, "c" searched with another vector
+    [-1, 1, -1]
+    >>> cache.stamps[0].tolist(), len(cache)
+    ([5, 6, -1], 2)
+    """
+
+    def __init__(self, capacity: int, width: int):
+        self.capacity = capacity
+        self.width = width
+        self._slots: OrderedDict[str, int] = OrderedDict()
+        self._free: list[int] = []
+        self.stamps = np.zeros((0, width), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def _allocate(self) -> None:
+        n = self.capacity
+        self.stamps = np.full((n, self.width), -1, dtype=np.int64)
+        self.bound = np.zeros(n)
+        self.watermark = np.zeros(n, dtype=np.int64)
+        self.drift = np.zeros(n)
+        self.version = np.zeros(n, dtype=np.int64)
+        self.fingerprint = np.zeros(n, dtype=np.int64)
+        self._free = list(range(n - 1, -1, -1))
+
+    def find(self, ids, fingerprints) -> np.ndarray:
+        """The slot of each query's entry, or ``-1`` where it has none for that vector."""
+        out = np.full(len(ids), -1, dtype=np.int64)
+        for i, (sample_id, fingerprint) in enumerate(zip(ids, fingerprints)):
+            slot = self._slots.get(sample_id)
+            if slot is not None and self.fingerprint[slot] == fingerprint:
+                out[i] = slot
+        return out
+
+    def put(self, ids, fingerprints, stamps: np.ndarray, bound: np.ndarray, watermark: int, drift: float,
+            version: int) -> None:
+        """Store (or replace) the entries of ``ids``, each now the most recently searched."""
+        if self.capacity < 1 or not len(ids):
+            return
+        if not len(self.stamps):
+            self._allocate()
+        slots = np.empty(len(ids), dtype=np.int64)
+        for i, sample_id in enumerate(ids):
+            slot = self._slots.pop(sample_id, None)
+            if slot is None:
+                slot = self._free.pop() if self._free else self._slots.popitem(last=False)[1]
+            self._slots[sample_id] = slots[i] = slot
+        width = min(self.width, stamps.shape[1])
+        self.stamps[slots] = -1
+        self.stamps[slots, :width] = stamps[:, :width]
+        self.bound[slots] = bound
+        self.watermark[slots] = watermark
+        self.drift[slots] = drift
+        self.version[slots] = version
+        self.fingerprint[slots] = np.asarray(fingerprints, dtype=np.int64)
+
+    def oldest_version(self) -> int | None:
+        """The earliest standardisation version an entry refers to (``None`` when empty)."""
+        if not self._slots:
+            return None
+        return int(self.version[np.fromiter(self._slots.values(), dtype=np.int64, count=len(self._slots))].min())
