@@ -33,6 +33,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --upgrade pip
 	PIP_CONSTRAINT=constraints.txt $(BIN)/pip install --quiet -c constraints.txt torch==2.13.0
 	PIP_CONSTRAINT=constraints.txt $(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	# the onnx embedding backends' one-off ONNX export of the default model, into the user's cache
+	$(BIN)/python -m consumer.embedding export
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -12,8 +12,9 @@ re-audit gives its last word on every sample of the window it re-scores). Side b
 ``cleanlab.filter.find_label_issues`` (defaults); its score is ``1 - get_label_quality_scores``.
 Baseline results are cached per (dataset, setting, seed) in ``bench/out/``.
 
-Text (reviews) is embedded once with all-MiniLM-L6-v2 and cached as ``.npy`` under ``bench/out/``;
-from then on it is a precomputed 384-d vector like every other dataset.
+Text (reviews, tweets, courses) is embedded once with all-MiniLM-L6-v2, by the service's default
+embedding backend unless ``--embedding-backend`` names another, and cached as ``.npy`` under
+``bench/out/``; from then on it is a precomputed 384-d vector like every other dataset.
 
     .venv/bin/python bench/quality.py                                  # everything, writes docs/benchmarks.md
     .venv/bin/python bench/quality.py --datasets digits --no-baseline --no-write --audit-args "--n-clusters 64"
@@ -48,6 +49,7 @@ sys.path.insert(0, str(REPO))
 from bench.report import cpu_model, replace_section  # noqa: E402
 from consumer.demo.datasets import DATASETS, LabeledData, corrupted_ids, inject_noise, load, to_messages  # noqa: E402
 from consumer.evaluate import auprc, detection_metrics  # noqa: E402,F401  (the metrics `labelwatch evaluate` prints)
+from consumer.settings import DEFAULT_EMBEDDING_BACKEND  # noqa: E402
 
 #: setting name -> (noise kind, noise rate)
 SETTINGS = {"uniform10": ("uniform", 0.10), "uniform20": ("uniform", 0.20), "pairflip20": ("pairflip", 0.20)}
@@ -66,12 +68,18 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
 
 
-def features(name: str, cache_dir: Path = CACHE_DIR, model: str = EMBEDDING_MODEL) -> LabeledData:
+def _backend_tag(backend: str) -> str:
+    """The cache files' suffix of a backend: none for torch, whose caches came first."""
+    return "" if backend == "torch" else f"-{backend}"
+
+
+def features(name: str, cache_dir: Path = CACHE_DIR, model: str = EMBEDDING_MODEL,
+             backend: str = DEFAULT_EMBEDDING_BACKEND) -> LabeledData:
     """A dataset with ``vectors`` set: text datasets are embedded once and cached as ``.npy``."""
     data = load(name)
     if data.vectors is not None:
         return data
-    cache = cache_dir / f"{name}-embeddings-{_slug(model)}.npy"
+    cache = cache_dir / f"{name}-embeddings-{_slug(model)}{_backend_tag(backend)}.npy"
     vectors = None
     if cache.exists():
         vectors = np.load(cache)
@@ -80,11 +88,12 @@ def features(name: str, cache_dir: Path = CACHE_DIR, model: str = EMBEDDING_MODE
                   file=sys.stderr)
             vectors = None
     if vectors is None:
-        from consumer.embedding import SentenceEmbedder
+        from consumer.embedding import make_embedder
 
-        print(f"[quality] embedding {len(data)} {name} texts with {model} (cached in {cache})", file=sys.stderr)
+        print(f"[quality] embedding {len(data)} {name} texts with {model}, backend {backend} (cached in {cache})",
+              file=sys.stderr)
         started = time.perf_counter()
-        vectors = SentenceEmbedder(model).encode(data.texts)
+        vectors = make_embedder(model, backend=backend).encode(data.texts)
         print(f"[quality] embedded in {time.perf_counter() - started:.1f}s", file=sys.stderr)
         cache_dir.mkdir(parents=True, exist_ok=True)
         np.save(cache, vectors)
@@ -182,14 +191,15 @@ def run_audit(case: Case, workdir: Path, audit_args: list[str]) -> dict:
 
 # -------------------------------------------------------------------------------------------- cleanlab
 
-def _baseline_cache(case: Case, cache_dir: Path) -> Path:
-    model = f"-{_slug(EMBEDDING_MODEL)}" if case.data.texts is not None else ""
+def _baseline_cache(case: Case, cache_dir: Path, backend: str) -> Path:
+    model = f"-{_slug(EMBEDDING_MODEL)}{_backend_tag(backend)}" if case.data.texts is not None else ""
     return cache_dir / f"cleanlab-{case.dataset}{model}-{case.setting}-seed{case.seed}.json"
 
 
-def cleanlab_baseline(case: Case, cache_dir: Path = CACHE_DIR, refresh: bool = False) -> dict:
-    """cleanlab's batch method on the stream's features; cached as JSON per (dataset, setting, seed)."""
-    cache = _baseline_cache(case, cache_dir)
+def cleanlab_baseline(case: Case, cache_dir: Path = CACHE_DIR, refresh: bool = False,
+                      backend: str = DEFAULT_EMBEDDING_BACKEND) -> dict:
+    """cleanlab's batch method on the stream's features; cached as JSON per (dataset, setting, seed, backend)."""
+    cache = _baseline_cache(case, cache_dir, backend)
     if cache.exists() and not refresh:
         result = json.loads(cache.read_text())
         result["cached"] = True
@@ -235,7 +245,7 @@ def command_line() -> str:
     return shlex.join([short(Path(sys.executable)), short(Path(sys.argv[0])), *sys.argv[1:]])
 
 
-def _environment(audit_args: list[str]) -> dict:
+def _environment(audit_args: list[str], embedding_backend: str = DEFAULT_EMBEDDING_BACKEND) -> dict:
     return {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": _nproc(),
@@ -246,6 +256,7 @@ def _environment(audit_args: list[str]) -> dict:
         "audit_command": "python -m consumer audit INPUT.jsonl --out EVENTS.jsonl --verdicts-out VERDICTS.jsonl"
                          + (" " + shlex.join(audit_args) if audit_args else ""),
         "labelwatch_env": {k: v for k, v in os.environ.items() if k.startswith("LABELWATCH_")},
+        "embedding_backend": embedding_backend,
     }
 
 
@@ -272,7 +283,8 @@ def quality_table(rows: list[dict], env: dict, seed: int) -> str:
         "cleanlab = 5-fold (stratified, shuffled, same seed) out-of-fold `predict_proba` of "
         "StandardScaler + LogisticRegression(max_iter=1000) on the same features, then "
         "`cleanlab.filter.find_label_issues` (defaults); AUPRC score = 1 - `get_label_quality_scores`. "
-        "reviews = all-MiniLM-L6-v2 embeddings (384-d) for both. Review = flagged / n "
+        f"Texts = all-MiniLM-L6-v2 embeddings (384-d, backend {env.get('embedding_backend', 'torch')}) for "
+        "both. Review = flagged / n "
         "(×rate = review fraction / true noise rate). Wall s: labelwatch = the whole CLI process "
         "(start-up included); cleanlab = cross-validation + cleanlab (from the cache when marked *). "
         "Live = the events sent while streaming (first verdicts and re-audits), before the final re-audit "
@@ -352,7 +364,7 @@ def targets(rows: list[dict]) -> dict:
 def evaluate(args: argparse.Namespace, audit_args: list[str], workdir: Path) -> list[dict]:
     rows = []
     for name in args.datasets:
-        data = features(name, args.cache_dir)
+        data = features(name, args.cache_dir, backend=args.embedding_backend)
         for setting in args.settings:
             case = make_case(data, setting, args.seed)
             print(f"[quality] {name} {setting}: labelwatch audit ...", file=sys.stderr, flush=True)
@@ -364,7 +376,7 @@ def evaluate(args: argparse.Namespace, audit_args: list[str], workdir: Path) -> 
                   f"AUPRC {lw['auprc']:.3f} review {lw['review_fraction']:.3f} in {lw['seconds']:.1f}s",
                   file=sys.stderr, flush=True)
             if not args.no_baseline:
-                cl = row["cleanlab"] = cleanlab_baseline(case, args.cache_dir, args.refresh_baseline)
+                cl = row["cleanlab"] = cleanlab_baseline(case, args.cache_dir, args.refresh_baseline, args.embedding_backend)
                 row["f1_ratio"] = lw["f1"] / cl["f1"] if cl["f1"] > 0 else None
                 print(f"[quality]   cleanlab   P {cl['precision']:.3f} R {cl['recall']:.3f} F1 {cl['f1']:.3f} "
                       f"AUPRC {cl['auprc']:.3f} review {cl['review_fraction']:.3f} in {cl['seconds']:.1f}s"
@@ -377,7 +389,7 @@ def evaluate(args: argparse.Namespace, audit_args: list[str], workdir: Path) -> 
 def sweep(args: argparse.Namespace, audit_args: list[str], workdir: Path, ks: list[int]) -> list[dict]:
     rows = []
     for name in args.datasets:
-        data = features(name, args.cache_dir)
+        data = features(name, args.cache_dir, backend=args.embedding_backend)
         for setting in args.settings:
             case = make_case(data, setting, args.seed)
             for k in ks:
@@ -391,7 +403,7 @@ def sweep(args: argparse.Namespace, audit_args: list[str], workdir: Path, ks: li
             if not args.no_baseline:
                 rows.append({"dataset": name, "setting": setting, "kind": case.kind, "rate": case.rate,
                              "seed": args.seed, "k": None,
-                             "cleanlab": cleanlab_baseline(case, args.cache_dir, args.refresh_baseline)})
+                             "cleanlab": cleanlab_baseline(case, args.cache_dir, args.refresh_baseline, args.embedding_backend)})
     return rows
 
 
@@ -503,13 +515,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-baseline", action="store_true", help="Skip cleanlab (fast tuning loops).")
     parser.add_argument("--refresh-baseline", action="store_true", help="Recompute cached cleanlab results.")
     parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR, help="Embeddings and baseline cache.")
+    parser.add_argument("--embedding-backend", choices=("torch", "onnx", "onnx-int8"),
+                        default=DEFAULT_EMBEDDING_BACKEND, help=f"What embeds the text datasets (default {DEFAULT_EMBEDDING_BACKEND}, the service's).")
     parser.add_argument("--json-out", type=Path, help="Write every raw number here as JSON.")
     parser.add_argument("--sweep-k", type=lambda v: [int(k) for k in v.split(",") if k.strip()],
                         help="Comma-separated K values: run the K sweep instead of the quality table.")
     parser.add_argument("--plot", type=Path, help="K-sweep PNG (default: k_sweep.png next to --out).")
     args = parser.parse_args(argv)
     audit_args = shlex.split(args.audit_args)
-    env = _environment(audit_args)
+    env = _environment(audit_args, args.embedding_backend)
     if env["labelwatch_env"]:
         print(f"[quality] note: LABELWATCH_* variables are set and reach the audit: {env['labelwatch_env']}",
               file=sys.stderr)

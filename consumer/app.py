@@ -34,10 +34,9 @@ def build_pipeline(settings: Settings, *, metrics: Metrics | None = None, state:
     """The pipeline every mode runs: the detectors of ``settings`` and its embedding model
     (loaded on first use; pass ``embedder`` to share one already loaded, or ``None`` for vectors only)."""
     if embedder is SETTINGS_MODEL:
-        from consumer.embedding import SentenceEmbedder
+        from consumer.embedding import embedder_for
 
-        embedder = SentenceEmbedder(settings.embedding_model, batch_size=settings.embedding_batch_size,
-                                    device=settings.embedding_device)
+        embedder = embedder_for(settings)
     return Pipeline(settings.monitor_config(), embedder, metrics=metrics,
                     max_message_bytes=settings.max_message_bytes, state=state)
 

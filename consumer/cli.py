@@ -16,7 +16,9 @@ from detectors import parameters
 DETECTOR_FIELDS = ("detectors", "voters", "policy", *parameters(), "reaudit_window", "reaudit_delay", "learning_step",
                    "seed")
 """The settings of the detectors: the monitor's, then every registered detector parameter."""
-EMBEDDING_FIELDS = ("embedding_model", "embedding_batch_size", "embedding_device")
+EMBEDDING_FIELDS = (
+    "embedding_model", "embedding_backend", "embedding_batch_size", "embedding_device", "embedding_threads",
+    "embedding_cache_dir")
 QUICK_GROUP = {"max_poll_interval_ms": 10_000, "session_timeout_ms": 6_000, "heartbeat_interval_ms": 2_000}
 """Consumer-group timings for a single local broker: joins in seconds instead of tens of seconds."""
 

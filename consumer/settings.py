@@ -14,6 +14,10 @@ DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 # small batches pad less: 16 beats 64 by 2x on polls of 100 texts and by over a quarter on polls of 500
 # (bench/embedding_batch.py, docs/benchmarks.md)
 DEFAULT_EMBEDDING_BATCH_SIZE = 16
+EmbeddingBackend = Literal["torch", "onnx", "onnx-int8"]
+# onnx-int8 embedded reviews 4.3-4.6x as fast as torch (onnx 2.1x), its text F1 within 0.01 of torch's on every text
+# row of the quality table, on average over five noise seeds (bench/text_backends.py, docs/benchmarks.md)
+DEFAULT_EMBEDDING_BACKEND: EmbeddingBackend = "onnx-int8"
 
 
 class KafkaConnection(BaseSettings):
@@ -98,9 +102,21 @@ class _ServiceSettings(KafkaConnection):
     embedding_model: str = Field(
         DEFAULT_EMBEDDING_MODEL,
         description="sentence-transformers model name or local path; the default ships offline.")
-    embedding_batch_size: int = Field(DEFAULT_EMBEDDING_BATCH_SIZE, ge=1,
-                                      description="Texts per forward pass of the embedding model.")
-    embedding_device: str = Field("cpu", description="Torch device for the embedding model.")
+    embedding_batch_size: int = Field(
+        DEFAULT_EMBEDDING_BATCH_SIZE, ge=1,
+        description="Texts per forward pass of the embedding model (backend torch; the onnx backends run each text "
+                    "alone, one per core at a time).")
+    embedding_device: str = Field("cpu", description="Torch device for the embedding model (backend torch only).")
+    embedding_backend: EmbeddingBackend = Field(
+        DEFAULT_EMBEDDING_BACKEND,
+        description="What runs the embedding model: torch (sentence-transformers), onnx (onnxruntime, fp32) or "
+                    "onnx-int8 (onnxruntime, weights quantised to int8).")
+    embedding_threads: int = Field(
+        0, ge=0, description="CPU threads of the embedding model; 0 uses every core this process may run on. One per "
+                             "labelwatch embed replica lets replicas share a machine without contending.")
+    embedding_cache_dir: str | None = Field(
+        None, description="Where the onnx backends keep the model's one-off ONNX export; default "
+                          "$XDG_CACHE_HOME/labelwatch/onnx.")
     embedding_preload: bool = Field(
         True, description="Load the embedding model at start (readiness waits for it); false loads it on the first text.")
     # Detectors
@@ -152,6 +168,13 @@ class _ServiceSettings(KafkaConnection):
     @classmethod
     def _policy_parses(cls, value: str) -> str:
         return str(Combiner.parse(value))
+
+    @model_validator(mode="after")
+    def _onnx_runs_on_the_cpu(self):
+        if self.embedding_backend != "torch" and self.embedding_device != "cpu":
+            raise ValueError(f"embedding_device {self.embedding_device!r} needs embedding_backend torch; "
+                             f"the {self.embedding_backend} backend runs on the CPU")
+        return self
 
     @model_validator(mode="after")
     def _detectors_are_known(self):

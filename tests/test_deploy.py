@@ -25,6 +25,7 @@ from consumer.health import Health, serve
 from consumer.metrics import Metrics
 from consumer.desk.metrics import DeskMetrics
 from consumer.desk.settings import DeskSettings
+from consumer.embed.settings import EmbedSettings
 from consumer.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,8 +48,9 @@ DESK_TOPICS = {"LABELWATCH_REVIEW_TOPIC": "label-reviews", "LABELWATCH_CORRECTIO
 
 
 def settings_env_names() -> set[str]:
-    """The LABELWATCH_ variable of every field of the real settings models: the service's and the desk's."""
-    return {f"LABELWATCH_{name.upper()}" for name in (*Settings.model_fields, *DeskSettings.model_fields)}
+    """The LABELWATCH_ variable of every field of the real settings models: the service's, the desk's, the embedder's."""
+    return {f"LABELWATCH_{name.upper()}"
+            for name in (*Settings.model_fields, *DeskSettings.model_fields, *EmbedSettings.model_fields)}
 
 
 def settings_from_env(env: dict[str, str]) -> Settings:
@@ -229,11 +231,18 @@ def test_compose_topics_match_the_service():
         if partitions:
             assert int(created[topic]) == partitions
     env = services["labelwatch"]["environment"]
-    assert {env[k] for k in ("LABELWATCH_INPUT_TOPIC", "LABELWATCH_REVIEW_TOPIC", "LABELWATCH_DLQ_TOPIC",
-                             "LABELWATCH_VERDICT_TOPIC", "LABELWATCH_CORRECTIONS_TOPIC")} == set(TOPICS)
+    assert {env[k] for k in ("LABELWATCH_REVIEW_TOPIC", "LABELWATCH_DLQ_TOPIC", "LABELWATCH_VERDICT_TOPIC",
+                             "LABELWATCH_CORRECTIONS_TOPIC")} | {"annotations"} == set(TOPICS)
+    # the producer writes raw annotations, the embedders embed them for the judge
+    embedder = services["embedder"]["environment"]
+    assert embedder["LABELWATCH_OUTPUT_TOPIC"] == env["LABELWATCH_INPUT_TOPIC"] in created
+    assert embedder["LABELWATCH_GROUP_ID"] != env["LABELWATCH_GROUP_ID"]
+    assert int(created[embedder["LABELWATCH_INPUT_TOPIC"]]) >= services["embedder"]["deploy"]["replicas"]
+    assert services["embedder"]["command"] == ["embed"]
+    EmbedSettings(**{k.removeprefix("LABELWATCH_").lower(): str(v) for k, v in embedder.items()})
     desk = services["review-desk"]["environment"]
     assert {k: desk[k] for k in DESK_TOPICS} == DESK_TOPICS and set(DESK_TOPICS.values()) <= set(created)
-    assert services["producer"]["environment"]["PRODUCER_TOPIC"] == env["LABELWATCH_INPUT_TOPIC"]
+    assert services["producer"]["environment"]["PRODUCER_TOPIC"] == embedder["LABELWATCH_INPUT_TOPIC"]
     assert services["kafka"]["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
 
 
@@ -463,6 +472,29 @@ def test_helm_full_render(helm):
     assert "labelwatch" in only(by_kind, "Service")["metadata"]["name"]
 
 
+def test_helm_embedders_in_front_of_the_judge(helm):
+    by_kind = render(helm, {"embedder": {"enabled": True, "replicaCount": 3, "threads": 1}})
+    judge, embedder = sorted(by_kind["Deployment"], key=lambda d: d["metadata"]["name"])
+    assert embedder["metadata"]["name"].endswith("-embedder") and embedder["spec"]["replicas"] == 3
+    config = only(by_kind, "ConfigMap")["data"]
+    (container,) = embedder["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["embed"]
+    env = {**config, **{e["name"]: e["value"] for e in container["env"]}}  # env wins over envFrom
+    stage = EmbedSettings(**{k.removeprefix("LABELWATCH_").lower(): v for k, v in env.items()
+                             if k.removeprefix("LABELWATCH_").lower() in EmbedSettings.model_fields})
+    judged = settings_from_env(config)
+    assert (stage.input_topic, stage.output_topic) == ("annotations", "annotations-embedded")
+    assert judged.input_topic == stage.output_topic and stage.group_id != judged.group_id
+    assert stage.embedding_threads == 1 and stage.embedding_preload and not judged.embedding_preload
+    # neither the judge's Deployment nor its Service selects the embedder pods
+    pod_labels = embedder["spec"]["template"]["metadata"]["labels"]
+    for selector in (judge["spec"]["selector"]["matchLabels"], only(by_kind, "Service")["spec"]["selector"]):
+        assert not selector.items() <= pod_labels.items()
+    assert embedder["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert render(helm)["Deployment"][0]["metadata"]["name"] == judge["metadata"]["name"]  # off by default
+    assert len(render(helm)["Deployment"]) == 1
+
+
 def test_helm_existing_secret_and_no_persistence(helm):
     by_kind = render(helm, {"secrets": {"existingSecret": "kafka-creds"}, "persistence": {"enabled": False}})
     assert "Secret" not in by_kind and "PersistentVolumeClaim" not in by_kind
@@ -478,6 +510,7 @@ def test_helm_existing_secret_and_no_persistence(helm):
     ({"replicaCount": 2}, "ReadWriteMany"),
     ({"replicaCount": 2, "persistence": {"enabled": False}}, "persistence.enabled"),
     ({"kafka": {"tls": {"enabled": True}}}, "kafka.tls.secretName is required"),
+    ({"embedder": {"enabled": True, "replicaCount": 4}}, "embedder.replicaCount (4) must not exceed"),
 ])
 def test_helm_refuses_bad_values(helm, values, message):
     with pytest.raises(helm.HelmRenderError, match=re.escape(message)):

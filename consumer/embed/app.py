@@ -16,12 +16,9 @@ log = logging.getLogger("labelwatch.embed")
 
 def build_stage(settings) -> EmbedStage:
     """The stage of ``settings`` with its embedding model (loaded when the stage starts), not started."""
-    from consumer import embedding
+    from consumer.embedding import embedder_for
 
-    factory = getattr(embedding, "embedder_for", None)  # TEMP until the backend factory lands
-    embedder = factory(settings) if factory else embedding.SentenceEmbedder(
-        settings.embedding_model, batch_size=settings.embedding_batch_size, device=settings.embedding_device)
-    return EmbedStage(settings, embedder, EmbedMetrics(),
+    return EmbedStage(settings, embedder_for(settings), EmbedMetrics(),
                       Health(stall_after_s=settings.max_poll_interval_ms / 1000))
 
 

@@ -26,6 +26,13 @@ app.kubernetes.io/name: {{ include "labelwatch.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{/* The embedder pods' own name: the judge's Deployment and Service must not select them. */}}
+{{- define "labelwatch.embedderSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "labelwatch.name" . }}-embedder
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: embedder
+{{- end -}}
+
 {{- define "labelwatch.labels" -}}
 helm.sh/chart: {{ include "labelwatch.chart" . }}
 {{ include "labelwatch.selectorLabels" . }}
@@ -51,6 +58,9 @@ between pods on every rebalance).
 {{- define "labelwatch.validate" -}}
 {{- if gt (int .Values.replicaCount) (int .Values.kafka.inputTopicPartitions) -}}
 {{- fail (printf "replicaCount (%d) must not exceed kafka.inputTopicPartitions (%d): extra consumers in the group would sit idle" (int .Values.replicaCount) (int .Values.kafka.inputTopicPartitions)) -}}
+{{- end -}}
+{{- if and .Values.embedder.enabled (gt (int .Values.embedder.replicaCount) (int .Values.kafka.inputTopicPartitions)) -}}
+{{- fail (printf "embedder.replicaCount (%d) must not exceed kafka.inputTopicPartitions (%d): extra embedders would sit idle" (int .Values.embedder.replicaCount) (int .Values.kafka.inputTopicPartitions)) -}}
 {{- end -}}
 {{- if gt (int .Values.replicaCount) 1 -}}
 {{- if not .Values.persistence.enabled -}}
