@@ -44,7 +44,7 @@ from consumer.records import origin_of
 from consumer.settings import Settings
 from consumer.sinks import KafkaSink, kafka_producer
 from consumer.state import StateUnwritable
-from consumer.tailing import broker_connected
+from consumer.tailing import broker_connected, update_lag
 from schemas import SourcePosition
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ class LabelwatchService:
                 if (self._pending or self.pipeline.changed) and time.monotonic() - last_checkpoint >= interval:
                     self.checkpoint()
                     last_checkpoint = time.monotonic()
-                self._update_lag(consumer)
+                update_lag(consumer, self.metrics.consumer_lag)
             if self.flush_on_stop:
                 self._guarded(self.flush_and_deliver)
             self.checkpoint()
@@ -315,19 +315,6 @@ class LabelwatchService:
         self.metrics.reaudit_seconds.observe(time.perf_counter() - started)
         self.metrics.reaudits_pending.set(self.pipeline.pending_reaudits)
         self.stats.review_events += len(result.events)
-
-    def _update_lag(self, consumer: KafkaConsumer) -> None:
-        for tp in consumer.assignment():
-            highwater = consumer.highwater(tp)
-            if highwater is None:
-                continue
-            try:
-                position = consumer.position(tp, timeout_ms=1000)
-            except KafkaError:  # no broker answers just now: the gauge keeps its last value
-                return
-            if position is not None:
-                self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
-                    max(0, highwater - position))
 
 
 def _log_of(consumer: KafkaConsumer, polled) -> tuple[dict[tuple[str, int], int], dict[str, str]]:

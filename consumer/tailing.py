@@ -44,6 +44,21 @@ def broker_connected(consumer: KafkaConsumer) -> bool:
         return True
 
 
+def update_lag(consumer: KafkaConsumer, gauge) -> None:
+    """Set ``gauge`` (labels ``topic``, ``partition``) to how far each assigned partition is behind its end;
+    a partition whose position no broker answers for keeps its last value."""
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        if highwater is None:
+            continue
+        try:
+            position = consumer.position(tp, timeout_ms=1000)
+        except KafkaError:
+            return
+        if position is not None:
+            gauge.labels(topic=tp.topic, partition=str(tp.partition)).set(max(0, highwater - position))
+
+
 class Unavailable(RuntimeError):
     """The broker did not acknowledge a write in time: nothing was recorded, the caller may retry."""
 

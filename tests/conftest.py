@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
@@ -14,6 +15,15 @@ def kafka_broker():
     """A memory-only Tansu broker on a free loopback port, for the whole test session."""
     with LocalBroker() as broker:
         yield broker
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    """No LABELWATCH_* variable of the machine running the tests leaks in; returns ``monkeypatch``."""
+    for name in list(os.environ):
+        if name.upper().startswith("LABELWATCH_"):
+            monkeypatch.delenv(name)
+    return monkeypatch
 
 
 @pytest.fixture

@@ -25,12 +25,7 @@ from consumer.settings import Settings
 N_TEXTS = 120
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
-    for name in list(os.environ):
-        if name.upper().startswith("LABELWATCH_"):
-            monkeypatch.delenv(name)
-    return monkeypatch
+pytestmark = pytest.mark.usefixtures("clean_env")  # conftest: no LABELWATCH_* variable leaks in
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
@@ -15,13 +14,7 @@ PASSWORD = "hunter2-Sup3r-s3cret"
 SSL_PASSWORD = "key-passphrase-77"
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
-    """No LABELWATCH_* variable of the machine running the tests leaks in."""
-    for name in list(os.environ):
-        if name.upper().startswith("LABELWATCH_"):
-            monkeypatch.delenv(name)
-    return monkeypatch
+pytestmark = pytest.mark.usefixtures("clean_env")  # conftest: no LABELWATCH_* variable leaks in
 
 
 def test_defaults():

@@ -34,7 +34,7 @@ from consumer.health import Health
 from consumer.records import InputRecord, decode, origin_headers, reject
 from consumer.service import consumer_options
 from consumer.sinks import dead_letter_headers, kafka_producer
-from consumer.tailing import broker_connected
+from consumer.tailing import broker_connected, update_lag
 from consumer.vectors import Embedder
 from schemas import AnnotatedSample, DeadLetter, SourcePosition
 
@@ -163,7 +163,7 @@ class EmbedStage:
                     pending.update(self._handle(producer, polled))
                 if pending:
                     pending = self._commit(consumer, pending)
-                self._update_lag(consumer)
+                update_lag(consumer, self.metrics.consumer_lag)
         finally:
             producer.close(timeout=5)
             consumer.close(autocommit=False)
@@ -220,16 +220,3 @@ class EmbedStage:
             self.metrics.commit_failures.inc()
             return pending
         return {}
-
-    def _update_lag(self, consumer: KafkaConsumer) -> None:
-        for tp in consumer.assignment():
-            highwater = consumer.highwater(tp)
-            if highwater is None:
-                continue
-            try:
-                position = consumer.position(tp, timeout_ms=1000)
-            except KafkaError:
-                return
-            if position is not None:
-                self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
-                    max(0, highwater - position))
