@@ -110,9 +110,9 @@ def test_loading_is_offline_and_a_missing_model_fails_clearly(cache_dir, clean_e
 
 
 def test_backend_from_environment_flag_and_default(clean_env):
-    assert Settings().embedding_backend == "onnx-int8"
-    clean_env.setenv("LABELWATCH_EMBEDDING_BACKEND", "onnx")
     assert Settings().embedding_backend == "onnx"
+    clean_env.setenv("LABELWATCH_EMBEDDING_BACKEND", "onnx-int8")
+    assert Settings().embedding_backend == "onnx-int8"
     for command in (["run"], ["audit", "in.jsonl", "--out", "o.jsonl"], ["evaluate", "in.jsonl"], ["demo"]):
         args = build_parser().parse_args([*command, "--embedding-backend", "torch"])
         assert _settings(args, ("embedding_backend",)).embedding_backend == "torch"
