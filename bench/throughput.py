@@ -19,7 +19,9 @@ Two measurements, each against a throwaway Tansu broker (``LocalBroker``) on loo
     once, before anything is timed, and shared by both sides:
 
     - baseline: one bare ``SentenceTransformer.encode`` of the same texts at the service's batch size;
-    - service: as in (a), the pipeline now embedding the texts itself.
+    - service: as in (a), the pipeline now embedding the texts itself, with the configured embedding
+      backend (``LABELWATCH_EMBEDDING_BACKEND``, default ``onnx``): so the ratio is against today's
+      PyTorch encode, as issue 18's text target asks.
 
     The service runs ``--text-repeats`` times (3), each between two baseline runs and compared with
     their mean, because this machine's speed drifts over minutes; the median run is reported. A last
@@ -59,7 +61,7 @@ from bench.report import command_line, load_average, provenance, replace_section
 from bench.embedding_batch import texts_per_second  # noqa: E402
 from consumer.demo.broker import LocalBroker
 from consumer.demo.datasets import inject_noise, load, to_messages
-from consumer.embedding import SentenceEmbedder
+from consumer.embedding import SentenceEmbedder, embedder_for
 from consumer.app import build_service
 from consumer.service import consumer_options
 from consumer.demo.topics import ensure_topics
@@ -286,9 +288,12 @@ def measure_texts(base: Settings, n: int, seed: int, timeout: float, poll_record
                                 device=settings.embedding_device)
     loading = time.perf_counter()
     model = embedder.load()
-    embedder.encode(texts[:8])  # warm-up, shared by both sides
+    embedder.encode(texts[:8])  # warm-up
+    # the service embeds with the configured backend; the baseline stays today's bare PyTorch encode
+    served = embedder if settings.embedding_backend == "torch" else embedder_for(settings)
+    served.encode(texts[:8])
     say(f"texts: model {settings.embedding_model} loaded and warmed up in {time.perf_counter() - loading:.1f}s "
-        f"(not timed); torch threads {_torch_threads()}")
+        f"(not timed); torch threads {_torch_threads()}; service backend {settings.embedding_backend}")
     poll_records = poll_records or settings.max_poll_records
 
     def bare_encode(calls_of: int | None = None) -> float:
@@ -300,7 +305,7 @@ def measure_texts(base: Settings, n: int, seed: int, timeout: float, poll_record
     for repeat in range(repeats):
         settings = fresh_settings(base, f"texts{repeat}").model_copy(update={"max_poll_records": poll_records})
         produce(settings, values)
-        service = run_service(settings, embedder, n, timeout)
+        service = run_service(settings, served, n, timeout)
         say(f"texts: service ({repeat + 1}/{repeats}, polls of {poll_records}) {service.steady_rate:,.1f}/s steady, "
             f"{service.rate:,.1f}/s end to end ({service.seconds:.2f}s)")
         services.append(service)
@@ -312,7 +317,7 @@ def measure_texts(base: Settings, n: int, seed: int, timeout: float, poll_record
     after = bare_encode()
     mean_chars = sum(map(len, texts)) / len(texts)
     return [
-        Row("Texts (reviews, embedded by the service)", services[median],
+        Row(f"Texts (reviews, embedded by the service, backend `{settings.embedding_backend}`)", services[median],
             f"`SentenceTransformer.encode`, batch {settings.embedding_batch_size}", around[median],
             f"mean {mean_chars:.0f} chars per review, `max_poll_records` {poll_records} for the service; "
             f"the median of {repeats} service runs, each against the mean of the bare `encode` runs just before and "
