@@ -34,6 +34,14 @@ ORIGIN_HEADER_PREFIX = "labelwatch.origin."
 """Headers with which ``labelwatch embed`` names the raw record each embedded sample came from."""
 
 
+def input_records(polled) -> list[InputRecord]:
+    """A Kafka poll's records (``{TopicPartition: [ConsumerRecord]}``) as :class:`InputRecord` s, partition
+    by partition in (topic, partition) order: each with its position, timestamp and origin (headers)."""
+    return [InputRecord(value=r.value, source=SourcePosition(topic=r.topic, partition=r.partition, offset=r.offset),
+                        timestamp_ms=r.timestamp, origin=origin_of(r.headers))
+            for tp in sorted(polled, key=lambda t: (t.topic, t.partition)) for r in polled[tp]]
+
+
 def origin_headers(source: SourcePosition) -> list[tuple[str, bytes]]:
     """The headers that name ``source`` as a record's origin.
 

@@ -40,12 +40,11 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from consumer.health import Health
 from consumer.pacing import PollPacer
 from consumer.pipeline import BatchResult, InputRecord, Pipeline
-from consumer.records import origin_of
+from consumer.records import input_records
 from consumer.settings import Settings
 from consumer.sinks import KafkaSink, kafka_producer
 from consumer.state import StateUnwritable
 from consumer.tailing import broker_connected, update_lag
-from schemas import SourcePosition
 
 log = logging.getLogger(__name__)
 
@@ -243,11 +242,7 @@ class LabelwatchService:
         ``max_poll_interval_ms`` and the group never evicts this consumer for being slow.
         """
         started = time.perf_counter()
-        records = [
-            InputRecord(value=r.value, source=SourcePosition(topic=r.topic, partition=r.partition, offset=r.offset),
-                        timestamp_ms=r.timestamp, origin=origin_of(r.headers))
-            for tp in sorted(polled, key=lambda t: (t.topic, t.partition)) for r in polled[tp]
-        ]
+        records = input_records(polled)
         corrections_topic = self.settings.corrections_topic
         corrections = [r for r in records if corrections_topic and r.source.topic == corrections_topic]
         self.pipeline.observe_log(*_log_of(consumer, polled))

@@ -31,7 +31,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from consumer.embed.metrics import EmbedMetrics
 from consumer.health import Health
-from consumer.records import InputRecord, decode, origin_headers, reject
+from consumer.records import InputRecord, decode, input_records, origin_headers, reject
 from consumer.service import consumer_options
 from consumer.sinks import dead_letter_headers, kafka_producer
 from consumer.tailing import broker_connected, update_lag
@@ -173,9 +173,7 @@ class EmbedStage:
     def _handle(self, producer, polled) -> dict[TopicPartition, OffsetAndMetadata]:
         started = time.perf_counter()
         s = self.settings
-        records = [InputRecord(value=r.value, source=SourcePosition(topic=r.topic, partition=r.partition, offset=r.offset),
-                               timestamp_ms=r.timestamp)
-                   for tp in sorted(polled, key=lambda t: (t.topic, t.partition)) for r in polled[tp]]
+        records = input_records(polled)
         done = embed_records(records, self.embedder, output_topic=s.output_topic, dlq_topic=s.dlq_topic,
                              max_message_bytes=s.max_message_bytes, metrics=self.metrics)
         self._deliver(producer, done.outputs)
