@@ -212,7 +212,9 @@ def section(start: Reading, readings: list[Reading], counts: dict, args, command
         f"- Totals: {last.samples:,} samples in {last.wall_s:.1f} s wall ({last.samples / last.wall_s:,.0f} samples/s "
         f"overall, {last.samples / last.process_s:,.0f} samples/s inside `process`); {counts['events']:,} review "
         f"events ({counts['late']:,} late), {counts['dead_letters']} dead letters.",
-        "- One run: RSS depends on the allocator (glibc malloc keeps freed memory), so small differences are noise.",
+        "- One run: RSS depends on the allocator, so small differences are noise. The pipeline hands the heap's free "
+        "pages back to the system at most once a second (`consumer/allocator.py`, glibc's `malloc_trim`), as in "
+        "the service; the reading after each checkpoint's `gc.collect()` is not trimmed again.",
     ])
 
 

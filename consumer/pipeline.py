@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from consumer import reports
+from consumer.allocator import HeapTrimmer
 from consumer.analytics import Analytics
 from consumer.metrics import Metrics
 from consumer.positions import LogPositions
@@ -50,6 +51,7 @@ class Pipeline:
         self.positions = LogPositions(self.metrics)
         self.analytics = Analytics(self.metrics)
         self.vectors = Vectors(embedder, self.metrics)
+        self.trim_heap = HeapTrimmer()  # freed temporaries back to the system, so RSS follows the live data
 
     def prepare(self) -> None:
         """Load the embedding model now, so that no batch pays for it (and a missing model fails at start)."""
@@ -106,6 +108,7 @@ class Pipeline:
             self._process_dataset(dataset, items, result, defer_reaudits)
         for _, letter in result.dead_letters:
             self.metrics.samples_invalid.labels(reason=letter.error_type).inc()
+        self.trim_heap()
         return result
 
     def _process_dataset(self, dataset: str, items, result: BatchResult, defer_reaudits: bool = False) -> None:
