@@ -14,6 +14,7 @@ import numpy as np
 
 from detectors.base import LabelIndex
 from detectors.folds import fold_of
+from detectors.threads import map_in_parallel
 
 SHRINKAGES = (0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.9)
 """Candidate shrinkages of the correlation matrix toward the identity; the data picks one."""
@@ -121,20 +122,27 @@ class FoldLDA:
             whole.counts += sums.counts
             whole.sums += sums.sums
             whole.scatter += sums.scatter
-        fitted = []
+        parts, correlations = [], []
         for sums in self._folds:
             counts = whole.counts - sums.counts
             present = counts > 0
             if present.sum() < 2 or counts.sum() <= present.sum():
-                fitted.append(None)
+                parts.append(None)
                 continue
             means = (whole.sums - sums.sums)[present] / counts[present, None]
             within = whole.scatter - sums.scatter - (means.T * counts[present]) @ means
             cov = within / (counts.sum() - present.sum())
             scale = np.sqrt(np.maximum(np.diag(cov), 1e-12))
-            values, vectors = np.linalg.eigh(cov / np.outer(scale, scale))
-            fitted.append((present, means, np.log(counts[present] / counts.sum()), scale, np.maximum(values, 0.0),
-                           vectors))
+            parts.append((present, means, np.log(counts[present] / counts.sum()), scale))
+            correlations.append(cov / np.outer(scale, scale))
+        decompositions = iter(map_in_parallel(np.linalg.eigh, correlations))  # the folds' eigh side by side
+        fitted = []
+        for part in parts:
+            if part is None:
+                fitted.append(None)
+                continue
+            values, vectors = next(decompositions)
+            fitted.append((*part, np.maximum(values, 0.0), vectors))
         return fitted
 
     def _proba(self, x: np.ndarray, ids, shrinkages: tuple[float, ...]) -> list[np.ndarray]:

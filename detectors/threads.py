@@ -6,7 +6,8 @@ eigendecomposition, K-means over 4,096 samples), so on a machine that does anyth
 the spinning threads take the cores from the work. On 2 busy cores, assigning 4,096 samples to
 K-means clusters took 27 ms on two OpenMP threads and 1.4 ms on one, and ``bench/hotspots.py``
 spent 190 to 2,750 ms per 500 samples in the cross-fitted LDA on two BLAS threads, 75 ms on one.
-What is worth spreading, the neighbour search, spreads itself (:func:`search_in_parallel`).
+What is worth spreading spreads itself, each piece on one BLAS thread: the neighbour search
+(:func:`search_in_parallel`) and the cross-fitted LDA's eigendecompositions (:func:`map_in_parallel`).
 """
 
 from __future__ import annotations
@@ -57,7 +58,6 @@ def search_in_parallel(work, n_rows: int, chunk: int) -> None:
     the threads. The BLAS limit is process-wide while a search runs: searches are meant to come from
     one thread (the pipeline's).
     """
-    global _pool
     slices = -(-n_rows // chunk)
     if SEARCH_THREADS > 1 and n_rows >= 2 * _MIN_ROWS_PER_THREAD:  # a multiple of the threads, to keep each busy
         slices = -(-max(slices, SEARCH_THREADS) // SEARCH_THREADS) * SEARCH_THREADS
@@ -65,12 +65,33 @@ def search_in_parallel(work, n_rows: int, chunk: int) -> None:
         for start in range(0, n_rows, chunk):
             work(start, min(start + chunk, n_rows))
         return
-    if _pool is None:
-        _pool = ThreadPoolExecutor(SEARCH_THREADS, thread_name_prefix="labelwatch-search")
     bounds = np.linspace(0, n_rows, slices + 1).astype(int).tolist()
     with _threadpools().limit(limits=1, user_api="blas"):
-        for done in [_pool.submit(work, start, stop) for start, stop in zip(bounds, bounds[1:])]:
+        for done in [_workers().submit(work, start, stop) for start, stop in zip(bounds, bounds[1:])]:
             done.result()
+
+
+def map_in_parallel(function, items) -> list:
+    """``[function(item) for item in items]``, on up to four threads with BLAS on one thread each.
+
+    For independent pieces of LAPACK work, which release the GIL: each is computed alone, exactly as
+    it would be in a loop, so the results do not depend on the threads.
+
+    >>> [float(v.sum()) for v in map_in_parallel(np.linalg.eigvalsh, [np.eye(2), 2 * np.eye(3)])]
+    [2.0, 6.0]
+    """
+    items = list(items)
+    if SEARCH_THREADS == 1 or len(items) < 2:
+        return [function(item) for item in items]
+    with _threadpools().limit(limits=1, user_api="blas"):
+        return list(_workers().map(function, items))
+
+
+def _workers() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(SEARCH_THREADS, thread_name_prefix="labelwatch-search")
+    return _pool
 
 
 def on_one_thread(method):
