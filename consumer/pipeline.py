@@ -94,7 +94,8 @@ class Pipeline:
         """Judge a micro-batch. Every record ends as processed or as a dead letter.
 
         ``defer_reaudits`` queues the re-audits of a completed learning step instead of running them
-        here (see :meth:`~detectors.LabelMonitor.process`); :meth:`run_reaudits` runs them.
+        here (see :meth:`~detectors.LabelMonitor.process`): :meth:`run_owed_reaudits` runs this
+        batch's share of them, :meth:`run_reaudits` more.
         """
         result = BatchResult()
         valid: dict[str, list[tuple[InputRecord, AnnotatedSample]]] = {}
@@ -176,6 +177,16 @@ class Pipeline:
                 self._record_late(state, state.monitor.run_reaudits(todo), result)
                 self.states.touch(dataset)
                 max_samples -= todo
+        return result
+
+    def run_owed_reaudits(self) -> BatchResult:
+        """Run the share of deferred re-audits that the batches judged since owe, in every dataset; their
+        late verdicts (see :meth:`~detectors.LabelMonitor.process`)."""
+        result = BatchResult()
+        for dataset, state in self.datasets.items():
+            if state.monitor.pending_reaudits:
+                self._record_late(state, state.monitor.run_owed_reaudits(), result)
+                self.states.touch(dataset)
         return result
 
     def flush(self) -> BatchResult:

@@ -13,8 +13,9 @@ One iteration, in order:
    long; records not reached once the time budget is spent are handed back to the next poll;
 3. produce review events (keyed by ``sample_id``), dead letters (with error headers) and, when a
    verdict topic is set, one verdict per processed sample. The re-audits a completed learning step
-   queues are spread over the batches until the next step, and idle polls run slices of
-   ``reaudit_slice`` of them, so they never hold one batch back;
+   queues are spread over the batches until the next step, each poll's share run once its first
+   verdicts are delivered, and idle polls run slices of ``reaudit_slice`` of them, so they never
+   hold a first verdict back;
 4. ``flush`` the producer and check every delivery. Failed records are sent again with
    exponential backoff (``delivery_attempts``, ``delivery_backoff_ms``); if they still fail, the
    service stops with :class:`DeliveryError` *without* committing the batch, which is replayed;
@@ -252,12 +253,13 @@ class LabelwatchService:
             records = [r for r in records if r.source.topic != corrections_topic]
             result.dead_letters += self.pipeline.correct(corrections).dead_letters
             self.stats.corrections += len(corrections)
-        done, chunk = 0, self.pacer.chunk_records()
+        done, chunk, working = 0, self.pacer.chunk_records(), 0.0
+        defer = self.settings.reaudit_slice > 0
         while done < len(records) and not (done and self.pacer.spent(time.perf_counter() - started)):
             part = records[done:done + chunk]
             part_started = time.perf_counter()
-            part_result = self.pipeline.process(part, defer_reaudits=self.settings.reaudit_slice > 0)
-            self.pacer.observe(len(part), time.perf_counter() - part_started)
+            part_result = self.pipeline.process(part, defer_reaudits=defer)
+            working += time.perf_counter() - part_started
             result.events += part_result.events
             result.verdicts += part_result.verdicts
             result.dead_letters += part_result.dead_letters
@@ -265,7 +267,14 @@ class LabelwatchService:
             done += len(part)
         records, handed_back = records[:done], records[done:]
         self._hand_back(consumer, handed_back)
-        self.sink.deliver(result)  # one flush per poll
+        self.sink.deliver(result)  # the first verdicts: one flush per poll
+        if defer:  # then the poll's share of the deferred re-audits, so that no first verdict waits for them
+            reaudits_started = time.perf_counter()
+            late = self.pipeline.run_owed_reaudits()
+            self.sink.deliver(late)
+            working += time.perf_counter() - reaudits_started
+            result.events += late.events
+        self.pacer.observe(done, working)
         for record in corrections + records:
             tp = TopicPartition(record.source.topic, record.source.partition)
             self._pending[tp] = max(self._pending.get(tp, 0), record.source.offset + 1)
@@ -300,8 +309,8 @@ class LabelwatchService:
 
         A learning step's re-audits re-score about three samples for each one learned. Run with the
         batch that completed the step, they would hold back every record behind it. Deferred, each
-        batch until the next step runs its share of them (:meth:`~detectors.LabelMonitor.process`),
-        and idle polls run slices. They belong to the detector state: a checkpoint saves those not
+        batch until the next step runs its share of them once its first verdicts are delivered
+        (:meth:`~detectors.LabelMonitor.process`), and idle polls run slices. They belong to the detector state: a checkpoint saves those not
         run yet, and a restart runs them.
         """
         started = time.perf_counter()

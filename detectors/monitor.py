@@ -79,6 +79,7 @@ class LabelMonitor:
     _unlearned: list = field(default_factory=list, repr=False)
     _corrections: list = field(default_factory=list, repr=False)
     _due: list = field(default_factory=list, repr=False)  # deferred re-audits of the last learned step
+    _owed: int = field(default=0, repr=False)  # of those, the share the batches judged since asked for
     n_flagged_live: int = 0  # flags sent while streaming (first verdicts and re-audits)
     _budget: dict = field(default_factory=lambda: {"at_step": 0, "first": 0, "late": 0}, repr=False)
 
@@ -90,8 +91,8 @@ class LabelMonitor:
     def __setstate__(self, state: dict) -> None:
         # checkpoints written before re-audits could be deferred have no queue: they ran at once;
         # those written before the live flag budget count no flags
-        self.__dict__.update({"_due": [], "n_flagged_live": 0, "_budget": {"at_step": 0, "first": 0, "late": 0},
-                              **state})
+        self.__dict__.update({"_due": [], "_owed": 0, "n_flagged_live": 0,
+                              "_budget": {"at_step": 0, "first": 0, "late": 0}, **state})
 
     @classmethod
     def from_config(cls, config: MonitorConfig) -> LabelMonitor:
@@ -116,11 +117,12 @@ class LabelMonitor:
         sample's signals, vote when named among the voters, and keep their value in re-audits.
 
         With ``defer_reaudits`` the re-audits of a completed step wait in a queue instead, and each
-        call runs only its share of them, in proportion to the samples it judged against those
-        still due before the next step, so the cost is spread evenly over the batches in between
-        and a batch's first verdicts are not held back. :meth:`run_reaudits` runs more (when the
-        stream is idle, say), and the next step runs whatever is left before it learns. Nothing is
-        learned between a step and its re-audits, so their outcome is the same either way.
+        call adds its share of them to what is owed, in proportion to the samples it judged against
+        those still due before the next step: :meth:`run_owed_reaudits` runs that, once the batch's
+        first verdicts are out. So the cost is spread evenly over the batches in between and no
+        first verdict waits for a re-audit. :meth:`run_reaudits` runs more (when the stream is
+        idle, say), and the next step runs whatever is left before it learns. Nothing is learned
+        between a step and its re-audits, so their outcome is the same either way.
         """
         if len(batch) == 0:
             return [], []
@@ -144,7 +146,8 @@ class LabelMonitor:
             start = end
         if defer_reaudits and self._due:
             until_step = self.learning_step - len(self._unlearned)
-            late += self.run_reaudits(-(-len(self._due) * len(batch) // (len(batch) + until_step)))
+            share = -(-(len(self._due) - self._owed) * len(batch) // (len(batch) + until_step))
+            self._owed = min(len(self._due), self._owed + share)
         return assessments, late
 
     def recent(self, n: int) -> list[tuple[str, str, int | None]]:
@@ -173,7 +176,13 @@ class LabelMonitor:
         """Run up to ``max_samples`` (default: all) of the queued re-audits; returns the new late verdicts."""
         count = len(self._due) if max_samples is None else max(0, max_samples)
         now, self._due = self._due[:count], self._due[count:]
+        self._owed = max(0, min(self._owed - len(now), len(self._due)))
         return self._reaudit(now, refit_thresholds=False)
+
+    def run_owed_reaudits(self) -> list[LateVerdict]:
+        """Run the share of the queued re-audits that the batches judged since the last such call owe
+        (see :meth:`process`); returns the new late verdicts."""
+        return self.run_reaudits(self._owed)
 
     def _judge(self, batch: Batch, payloads: Sequence[Any],
                evidence: Mapping[str, Sequence[Signal | None]]) -> list[Assessment]:

@@ -33,12 +33,14 @@ def sequence(n: int = 700, seed: int = 3, dim: int = 6):
     return vectors, ["wxyz"[y] for y in labels], [f"s{i}" for i in range(n)]
 
 
-def judge(monitor: LabelMonitor, vectors, labels, ids, cuts, *, reaudit_slices: list[int] | None = None) -> list[tuple]:
+def judge(monitor: LabelMonitor, vectors, labels, ids, cuts, *, reaudit_slices: list[int] | None = None,
+          owed: bool = False) -> list[tuple]:
     """Every first verdict and late verdict, as comparable tuples, for the stream cut at ``cuts``.
 
     Sorted: a late verdict comes out with whichever poll completes its learning step, which
     depends on the cuts; what it says must not. With ``reaudit_slices``, re-audits are deferred
-    and, after each poll, run in a slice of the next size in the list (cycled), as the service does.
+    and, after each poll, run in a slice of the next size in the list (cycled), as idle polls do; with
+    ``owed``, each poll's own share runs first, once its first verdicts are out, as the service does.
     """
     out = []
     bounds = [0, *cuts, len(ids)]
@@ -52,6 +54,8 @@ def judge(monitor: LabelMonitor, vectors, labels, ids, cuts, *, reaudit_slices: 
         out += [row(sid, a, late=False) for sid, a in zip(ids[start:stop], assessments)]
         record(late)
         if reaudit_slices is not None:
+            if owed:
+                record(monitor.run_owed_reaudits())
             record(monitor.run_reaudits(reaudit_slices[poll % len(reaudit_slices)]))
     if reaudit_slices is not None:
         record(monitor.run_reaudits())
@@ -125,14 +129,36 @@ def test_each_completed_step_is_learned_once_and_flush_learns_the_rest():
     assert monitor.detector("model").n_learned == 130
 
 
+@pytest.mark.parametrize("owed", [False, True])
 @pytest.mark.parametrize("slices", [[0], [1, 7], [25, 0, 400]])
-def test_deferred_reaudits_in_slices_reach_the_same_late_verdicts(slices):
-    # [0] runs none between polls: every queue is drained by the step after, inside process()
+def test_deferred_reaudits_in_slices_reach_the_same_late_verdicts(slices, owed):
+    # [0] without owed runs none between polls: every queue is drained by the step after, inside process()
     vectors, labels, ids = sequence()
     reference = judge(LabelMonitor.from_config(CONFIG), vectors, labels, ids, cuts=list(range(50, 700, 50)))
     cuts = random_cuts(np.random.default_rng(7), len(ids))
-    assert_same_verdicts(judge(LabelMonitor.from_config(CONFIG), vectors, labels, ids, cuts, reaudit_slices=slices),
-                         reference)
+    assert_same_verdicts(judge(LabelMonitor.from_config(CONFIG), vectors, labels, ids, cuts, reaudit_slices=slices,
+                               owed=owed), reference)
+
+
+def test_each_poll_owes_its_share_of_the_queue_and_process_runs_none_of_it():
+    vectors, labels, ids = sequence()
+    monitor = LabelMonitor.from_config(CONFIG)
+    step = monitor.learning_step
+    for start in (0, step):  # two steps: the second queues the re-audits of the first
+        monitor.process(Batch.of(vectors[start:start + step], labels[start:start + step], ids=ids[start:start + step]),
+                        payloads=ids[start:start + step], defer_reaudits=True)
+        monitor.run_owed_reaudits()
+    checked = 0
+    for stop in range(2 * step + 10, 3 * step, 10):  # polls of 10 up to the next step
+        queued = monitor.pending_reaudits
+        _, late = monitor.process(Batch.of(vectors[stop - 10:stop], labels[stop - 10:stop], ids=ids[stop - 10:stop]),
+                                  payloads=ids[stop - 10:stop], defer_reaudits=True)
+        assert late == [] and monitor.pending_reaudits == queued  # the poll only adds to what is owed
+        monitor.run_owed_reaudits()
+        if queued:  # its share: in proportion to the 10 samples judged against those until the next step
+            assert queued - monitor.pending_reaudits == -(-queued * 10 // (3 * step - stop + 10))
+            checked += 1
+    assert checked >= 3
 
 
 def test_re_audits_still_queued_at_a_checkpoint_run_after_a_restore():
