@@ -25,6 +25,7 @@ from consumer.health import Health, serve
 from consumer.metrics import Metrics
 from consumer.desk.metrics import DeskMetrics
 from consumer.desk.settings import DeskSettings
+from consumer.embed.metrics import EmbedMetrics
 from consumer.embed.settings import EmbedSettings
 from consumer.settings import Settings
 
@@ -152,7 +153,8 @@ def exposed() -> set[str]:
         server.server_close()
     names = exposed_metric_names(text)
     assert "labelwatch_build_info" in names, text[:500]
-    return names | exposed_metric_names(generate_latest(DeskMetrics().registry).decode())  # the review desk
+    names |= exposed_metric_names(generate_latest(DeskMetrics().registry).decode())  # the review desk
+    return names | exposed_metric_names(generate_latest(EmbedMetrics().registry).decode())  # labelwatch embed
 
 
 @pytest.fixture(scope="module")
@@ -371,7 +373,7 @@ def test_dashboard_panels(exposed):
     assert dashboard["uid"] == "labelwatch"
     titles = " | ".join(p["title"].lower() for p in dashboard["panels"])
     for needed in ("throughput", "lag", "by detector", "dead letters by reason", "cluster purity", "latency",
-                   "build info"):
+                   "build info", "embedders: samples forwarded"):
         assert needed in titles, f"no panel about {needed}: {titles}"
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
