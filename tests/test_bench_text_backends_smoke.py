@@ -1,0 +1,31 @@
+"""Smoke test of the text-backends benchmark: ``bench/text_backends.py --quick --no-write`` runs every
+backend on the same texts and reports how close each one's embeddings are to torch's."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+ROW = re.compile(r"^\| (torch|onnx \(default\)|onnx-int8) \| ([0-9.]+) \| ([0-9.]+) \([^)]*\) \| ([0-9.]+) \| ([0-9.]+) \|",
+                 re.MULTILINE)
+
+
+def test_quick_text_backends_benchmark_compares_every_backend_with_torch(tmp_path):
+    out = tmp_path / "benchmarks.md"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "text_backends.py"), "--quick", "--no-write", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    rows = {name: tuple(map(float, values)) for name, *values in ROW.findall(done.stdout)}
+    assert set(rows) == {"torch", "onnx (default)", "onnx-int8"}, done.stdout[-4000:]
+    assert rows["torch"][1:] == (1.0, 1.0, 1.0)  # the reference: ratio and cosines against itself
+    _, _, mean, low = rows["onnx (default)"]
+    assert mean >= 0.9999 and low >= 0.9999  # the exported fp32 model gives torch's embeddings
+    _, _, mean, low = rows["onnx-int8"]
+    assert 0.97 < mean < 1.0 and 0.9 < low <= mean  # quantized: close, not equal
+    assert all(texts_per_s > 0 for texts_per_s, *_ in rows.values())
+    assert not out.exists()  # --no-write writes nothing
