@@ -92,7 +92,10 @@ def measure(rate: float, seconds: float, seed: int = 0, **overrides) -> dict:
 def produce_paced(source: Path, bootstrap: str, rate: float) -> None:
     """Send the lines of ``source`` to ``lat-in`` at ``rate`` per second (the load generator's process)."""
     values = source.read_bytes().split(b"\n")
-    producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), linger_ms=0, acks=1)
+    # linger_ms=5, the Java client's default since Kafka 4.0: records sent within 5 ms share a request.
+    # With 0, one request per record cost this pure-Python process about half a core, taken from the
+    # two the service is measured on (docs/benchmarks.md, Latency). Create-times are stamped at send().
+    producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), linger_ms=5, acks=1)
     started = time.monotonic()
     for i, value in enumerate(values):  # paced: the i-th record leaves at started + i / rate
         delay = started + i / rate - time.monotonic()
