@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from bench_helpers import run_bench
 
 
 def test_quick_backfill_benchmark_times_both_sides(tmp_path):
     out = tmp_path / "b.md"
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "backfill.py"), "--quick", "--out", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-4000:]
+    run_bench("backfill.py", "--quick", "--out", str(out), timeout=300)
     text = out.read_text(encoding="utf-8")
     assert "<!-- backfill:start -->" in text and "bench/backfill.py --quick --out" in text
     rows = re.findall(r"^\| (`labelwatch audit`|cleanlab batch)[^|]*\| ([0-9.]+) \| [0-9,]+ \| ([0-9,]+) \| ([0-9,]+) \|$",

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from bench_helpers import run_bench
 
 
 @pytest.mark.kafka
 def test_quick_latency_benchmark_reports_a_verdict_for_every_sample(tmp_path):
     out = tmp_path / "b.md"
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "latency.py"), "--quick", "--out", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=170)
-    assert done.returncode == 0, done.stderr[-4000:]
+    run_bench("latency.py", "--quick", "--out", str(out), timeout=170)
     text = out.read_text(encoding="utf-8")
     assert "<!-- latency:start -->" in text and "bench/latency.py --quick --out" in text
     row = re.search(r"^\| 100 \| \? \| verdict \(every sample\) \| ([0-9,]+) \| ([0-9.]+) \| [0-9.]+ \| ([0-9.]+) \|",

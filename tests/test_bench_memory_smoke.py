@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from bench_helpers import run_bench
+
 RATIO = re.compile(r"^RSS ratio (\S+): ([0-9]+\.[0-9]+) \(target <= 1\.10: (met|NOT met)\)$", re.MULTILINE)
 
 
 def test_quick_memory_benchmark_reports_a_ratio(tmp_path):
     out = tmp_path / "benchmarks.md"
-    done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "memory.py"), "--quick", "--no-write", "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=55,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    found = RATIO.findall(done.stdout)
-    assert found, done.stdout[-4000:]
+    stdout = run_bench("memory.py", "--quick", "--no-write", "--out", str(out), timeout=55)
+    found = RATIO.findall(stdout)
+    assert found, stdout[-4000:]
     span, ratio, _ = found[-1]
     assert span == "6k/2k"
     assert 0.5 < float(ratio) < 20, ratio
-    assert "| 6,000 |" in done.stdout and "| 2,000 |" in done.stdout  # both checkpoints in the table
+    assert "| 6,000 |" in stdout and "| 2,000 |" in stdout  # both checkpoints in the table
     assert not out.exists()  # --no-write writes nothing

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from bench_helpers import run_bench
+
 ROW = re.compile(r"^\| (Vectors|Texts) .*\| ([0-9][0-9.,]*) \|$", re.MULTILINE)
 
 
 def run_quick(script: str, out) -> str:
     """``bench/SCRIPT --quick --out OUT``; the markdown it wrote, which records that exact command."""
-    done = subprocess.run([sys.executable, str(REPO / "bench" / script), "--quick", "--out", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=110)
-    assert done.returncode == 0, done.stderr[-4000:]
+    run_bench(script, "--quick", "--out", str(out), timeout=110)
     text = out.read_text(encoding="utf-8")
     assert f"bench/{script} --quick --out" in text
     return text

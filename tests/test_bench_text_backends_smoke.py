@@ -4,24 +4,18 @@ backend on the same texts and reports how close each one's embeddings are to tor
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from bench_helpers import run_bench
+
 ROW = re.compile(r"^\| (torch|onnx \(default\)|onnx-int8) \| ([0-9.]+) \| ([0-9.]+) \([^)]*\) \| ([0-9.]+) \| ([0-9.]+) \|",
                  re.MULTILINE)
 
 
 def test_quick_text_backends_benchmark_compares_every_backend_with_torch(tmp_path):
     out = tmp_path / "benchmarks.md"
-    done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "text_backends.py"), "--quick", "--no-write", "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    rows = {name: tuple(map(float, values)) for name, *values in ROW.findall(done.stdout)}
-    assert set(rows) == {"torch", "onnx (default)", "onnx-int8"}, done.stdout[-4000:]
+    stdout = run_bench("text_backends.py", "--quick", "--no-write", "--out", str(out), timeout=300)
+    rows = {name: tuple(map(float, values)) for name, *values in ROW.findall(stdout)}
+    assert set(rows) == {"torch", "onnx (default)", "onnx-int8"}, stdout[-4000:]
     assert rows["torch"][1:] == (1.0, 1.0, 1.0)  # the reference: ratio and cosines against itself
     _, _, mean, low = rows["onnx (default)"]
     assert mean >= 0.9999 and low >= 0.9999  # the exported fp32 model gives torch's embeddings
