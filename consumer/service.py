@@ -310,8 +310,8 @@ class LabelwatchService:
         A learning step's re-audits re-score about three samples for each one learned. Run with the
         batch that completed the step, they would hold back every record behind it. Deferred, each
         batch until the next step runs its share of them once its first verdicts are delivered
-        (:meth:`~detectors.LabelMonitor.process`), and idle polls run slices. They belong to the detector state: a checkpoint saves those not
-        run yet, and a restart runs them.
+        (:meth:`~detectors.LabelMonitor.process`), and idle polls run slices. They belong to the
+        detector state: a checkpoint saves those not run yet, and a restart runs them.
         """
         started = time.perf_counter()
         result = self.pipeline.run_reaudits(self.settings.reaudit_slice)
