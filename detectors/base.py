@@ -132,6 +132,14 @@ class Detector(ABC):
         """
         return None
 
+    def rescore_cannot_flag(self, batch: Batch) -> np.ndarray:
+        """Which rows a live :meth:`rescore_many` (``refit_thresholds=False``) certainly leaves unflagged,
+        proven more cheaply than re-scoring them: a re-audit skips the rows no voter can flag.
+
+        Must never claim a row that :meth:`rescore_many` would flag. The default proves nothing.
+        """
+        return np.zeros(len(batch), dtype=bool)
+
     @property
     def neighbor_index(self) -> NeighborIndex | None:
         """The detector's :class:`~detectors.neighbors.NeighborIndex` of past samples, if it keeps one

@@ -153,13 +153,7 @@ class ConfidentLearning(Detector):
     def _blend(self, sources: dict[str, np.ndarray], n_rows: int) -> np.ndarray:
         """The weighted average of the sources with evidence, row by row. Neighbours and model share
         ``neighbor_weight + model_weight`` in the proportion the data chose (:class:`SourceMix`)."""
-        pair = self.neighbor_weight + self.model_weight
-        share = self.mix.model_share if hasattr(self, "mix") else 0.5  # (older checkpoints have no mix)
-        if "neighbors" in sources and "model" in sources:
-            weights = {"neighbors": pair * (1 - share), "model": pair * share}
-        else:
-            weights = {"neighbors": self.neighbor_weight, "model": self.model_weight}
-        weights["user"] = self.user_weight
+        weights = self._source_weights(sources)
         total = np.zeros((n_rows, len(self.classes)))
         weight = np.zeros((n_rows, 1))
         for name, proba in sources.items():
@@ -167,6 +161,17 @@ class ConfidentLearning(Detector):
             total += weights[name] * proba * has
             weight += weights[name] * has
         return total / np.maximum(weight, 1e-12)
+
+    def _source_weights(self, names) -> dict[str, float]:
+        """The weight of each source in :meth:`_blend`, given which ``names`` are among the sources."""
+        pair = self.neighbor_weight + self.model_weight
+        share = self.mix.model_share if hasattr(self, "mix") else 0.5  # (older checkpoints have no mix)
+        if "neighbors" in names and "model" in names:
+            weights = {"neighbors": pair * (1 - share), "model": pair * share}
+        else:
+            weights = {"neighbors": self.neighbor_weight, "model": self.model_weight}
+        weights["user"] = self.user_weight
+        return weights
 
     def blended_proba(self, batch: Batch, *, reuse: bool = False) -> np.ndarray:
         """Out-of-sample probabilities over :attr:`classes`, averaged over the sources with evidence."""
@@ -206,6 +211,71 @@ class ConfidentLearning(Detector):
     def estimated_error_rate(self) -> float:
         """The share of learned samples mislabelled, estimated as cleanlab does: the calibrated confident joint."""
         return self.budget.calibrated_error_rate()
+
+    def rescore_cannot_flag(self, batch: Batch) -> np.ndarray:
+        """The rows a live :meth:`rescore_many` certainly leaves unflagged, proven before any full
+        neighbour search.
+
+        The neighbour vote enters the blend with a known weight, and the index bounds each label's
+        share of it from the candidates it cached (:meth:`NeighborIndex.vote_bounds`; at worst
+        anywhere from 0 to 1). So each blended probability lies in an interval. A row is proven
+        clean when, anywhere in those intervals, no other label can clear its threshold, or the
+        margin cannot reach its label's budget cutoff; and, where the index may cast no vote at all,
+        when the blend of the other sources is clean too. Most correctly labelled samples are
+        proven clean, so a re-audit re-scores only the rest (:meth:`~detectors.LabelMonitor.process`).
+        """
+        none = np.zeros(len(batch), dtype=bool)
+        if self.neighbors is None or self.n_learned < self.warmup or len(batch) == 0:
+            return none
+        label_ids = self.classes.encode(batch.labels)
+        user = self._user_proba(batch)
+        n_classes = len(self.classes)
+        if n_classes < 2:
+            return none
+        sources = {}
+        if self.model is not None:
+            sources["model"] = self.model.predict_proba(self._model_features(batch.vectors), batch.keys())
+        if user is not None:
+            sources["user"] = user
+        sources = {name: np.pad(p, ((0, 0), (0, n_classes - p.shape[1]))) for name, p in sources.items()}
+        thresholds = self.thresholds.values(n_classes)
+        cutoffs = self.budget.cutoffs(label_ids, self.reaudit_budget_share)
+
+        def clean_within(rows: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+            """Whether ``rows`` are clean for every vote between ``low`` and ``high`` (and for none, where ``low`` allows it)."""
+            own = label_ids[rows]
+            at = np.arange(len(rows))
+            part = {name: proba[rows] for name, proba in sources.items()}
+            # class c's blended probability is between vote * low[c] + rest[c] and vote * high[c] + rest[c]
+            weights = self._source_weights({"neighbors", *part})
+            rest = np.zeros((len(rows), n_classes))
+            total = np.full((len(rows), 1), weights["neighbors"])
+            for name, proba in part.items():
+                has = (proba.sum(axis=1, keepdims=True) > 0).astype(float)
+                rest += weights[name] * proba * has
+                total += weights[name] * has
+            vote, rest = weights["neighbors"] / total, rest / total
+            highest = vote * high + rest
+            highest[at, own] = -np.inf
+            slack = 1e-9  # far above the rounding of the blend's few sums
+            no_threshold_cleared = ~(highest >= thresholds[None, :] - slack).any(axis=1)
+            margin_short = highest.max(axis=1) - (vote[:, 0] * low[at, own] + rest[at, own]) < cutoffs[rows] - slack
+            clean = no_threshold_cleared | margin_short
+            maybe_none = low.sum(axis=1) == 0
+            if maybe_none.any():  # no vote at all (nothing to vote with): the blend of the other sources, exactly
+                alone = self._blend({"neighbors": np.zeros((len(rows), n_classes)), **part}, len(rows))
+                rule, _ = confident_disagreement(alone, own, thresholds)
+                clean &= ~maybe_none | ~(rule & (label_margin(alone, own) >= cutoffs[rows]))
+            return clean
+
+        everywhere = np.arange(len(batch))
+        clean = clean_within(everywhere, np.zeros((len(batch), n_classes)), np.ones((len(batch), n_classes)))
+        unsure = np.flatnonzero(~clean)
+        if len(unsure):  # the vote bounded by the candidates the index cached: no full search
+            low, high = (np.pad(b, ((0, 0), (0, n_classes - b.shape[1])))
+                         for b in self.neighbors.vote_bounds(batch.vectors[unsure], [batch.keys()[i] for i in unsure]))
+            clean[unsure] = clean_within(unsure, low, high)
+        return clean
 
     def rescore_many(self, batch: Batch, *, refit_thresholds: bool = False) -> list[Signal]:
         """Re-judge learned samples out of sample; ``refit_thresholds`` recomputes the thresholds

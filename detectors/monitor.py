@@ -381,11 +381,33 @@ class LabelMonitor:
         pending = [p for p in self._window if not p.assessment.verdict.flagged]
         return late + self._reaudit(pending, refit_thresholds=True, every=every)
 
+    def _could_flag(self, pending: list[_Pending], batch: Batch,
+                    voting: list[Detector]) -> tuple[list[_Pending], Batch]:
+        """The live re-audits that some voter may flag, and their batch. The others would give a clean
+        verdict again, which a live re-audit does not report: every voting detector proves it
+        (:meth:`~detectors.base.Detector.rescore_cannot_flag`) and no voting evidence was flagged."""
+        clean = np.ones(len(pending), dtype=bool)
+        for detector in voting:
+            clean &= detector.rescore_cannot_flag(batch)
+            if not clean.any():
+                return pending, batch
+        for name in EVIDENCE:
+            if self.voters is None or name in self.voters:
+                clean &= [not (entry.assessment.signals.get(name) or _UNFLAGGED).flagged for entry in pending]
+        keep = np.flatnonzero(~clean)
+        if len(keep) == len(pending):
+            return pending, batch
+        return [pending[i] for i in keep.tolist()], batch.take(keep.tolist())
+
     def _reaudit(self, pending: list[_Pending], *, refit_thresholds: bool, every: bool = False) -> list[LateVerdict]:
         if not pending:
             return []
         batch = _batch_of(pending)
         voting = [d for d in self.detectors if self.voters is None or d.name in self.voters]
+        if not refit_thresholds and not every:
+            pending, batch = self._could_flag(pending, batch, voting)
+            if not pending:
+                return []
         rescored = {d.name: d.rescore_many(batch, refit_thresholds=refit_thresholds) for d in voting}
         if all(signals is None for signals in rescored.values()) and not any(
                 "held_back" in entry.assessment.verdict.details for entry in pending):
@@ -411,6 +433,9 @@ class LabelMonitor:
             elif every:
                 late.append(LateVerdict(entry.sample_id, entry.payload, assessment))
         return late
+
+
+_UNFLAGGED = Signal(0.0, False)
 
 
 def _withdrawn(assessment: Assessment, **why) -> Assessment:

@@ -380,8 +380,9 @@ class NeighborIndex:
         self._vote(stacked, queries, rows, columns, k, out)
 
     def _search_cached(self, vectors: np.ndarray, queries: np.ndarray, ids: list[str], fingerprints: list[int],
-                       k: int, stacked: Stacked, out: np.ndarray) -> np.ndarray:
-        """Vote for the queries whose cached candidates prove the full search's result; returns the others."""
+                       k: int, stacked: Stacked, out: np.ndarray, bounds: tuple | None = None) -> np.ndarray:
+        """Vote for the queries whose cached candidates prove the full search's result; returns the others.
+        With ``bounds`` (low, high), also bound the vote of the others where the candidates allow it."""
         cache = self._cache
         slots = cache.find(ids, fingerprints)
         found = np.flatnonzero(slots >= 0)
@@ -394,14 +395,15 @@ class NeighborIndex:
                 continue  # (its standardisation forgotten, or half the rows new: a full search costs no more)
             group = found[(keys[:, 0] == version) & (keys[:, 1] == watermark)]
             settled = self._search_since(vectors, queries, ids, fingerprints, group, slots[group], version, watermark,
-                                         k, stacked, out)
+                                         k, stacked, out, bounds)
             done[group[settled]] = True
         return np.flatnonzero(~done)
 
     def _search_since(self, vectors, queries, ids, fingerprints, group, slots, version, watermark, k, stacked,
-                      out) -> np.ndarray:
+                      out, bounds=None) -> np.ndarray:
         """:meth:`_search_cached` for the queries last searched under one ``version`` and ``watermark``:
-        their kept candidates and the rows stored since. Returns which of them it settled."""
+        their kept candidates and the rows stored since. Returns which of them it settled, and bounds
+        the vote of the others into ``bounds`` (see :meth:`vote_bounds`)."""
         cache, matrix = self._cache, stacked.matrix
         width, error = cache.width, float32_error(matrix.shape[1])
         here = queries[group]
@@ -419,10 +421,8 @@ class NeighborIndex:
         new = np.flatnonzero(stacked.stamps >= watermark)  # the rows stored since
         if len(new):
             fresh = here @ matrix[new].T
-            stored, columns_of = self._stored_ids(stacked), {}
-            for column, position in enumerate(new.tolist()):
-                columns_of.setdefault(stored[position], []).append(column)
-            own = [(row, column) for row, i in enumerate(group.tolist()) for column in columns_of.get(ids[i], ())]
+            own = [(row, int(np.searchsorted(new, position))) for row, i in enumerate(group.tolist())
+                   for position in stacked.positions.get(ids[i], ()) if stacked.stamps[position] >= watermark]
             if own:  # leave each sample itself out of its vote
                 fresh[tuple(np.array(own).T)] = -np.inf
             sims = np.concatenate([sims, fresh], axis=1)
@@ -441,10 +441,68 @@ class NeighborIndex:
         kth = self._vote(stacked, here, found.rows, found.columns, k, votes)
         settled &= kth > limit  # every row left out is below the k-th, strictly: the full search's vote
         out[group[settled]] = votes[settled]
+        if bounds is not None and not settled.all():
+            self._bound_votes(stacked, here, found, limit, k, ~settled, group, bounds)
         bound = np.maximum(limit, found.beyond.astype(np.float64) + error)
         cache.put([ids[i] for i in group[settled].tolist()], [fingerprints[i] for i in group[settled].tolist()],
                   stacked.stamps_of(found.best[settled]), bound[settled], self._n_stamped, self._drift, stacked.version)
         return settled
+
+
+    @staticmethod
+    def _bound_votes(stacked: Stacked, queries: np.ndarray, found, limit: np.ndarray, k: int, unsettled: np.ndarray,
+                     group: np.ndarray, bounds: tuple[np.ndarray, np.ndarray]) -> None:
+        """Bound the votes of the ``unsettled`` queries (rows of ``group``) of :meth:`_search_since`.
+
+        Every stored row more similar than a query's ``limit`` is among its shortlisted pairs (the
+        others are below the ``k``-th found, which is at most the limit), so those rows, ``m < k`` of
+        them, are exactly the nearest ones, at full weight. The other ``k - m`` places go to rows at
+        most ``limit`` similar, of unknown labels: each weighs at most ``limit`` (plus the vote's 1e-6).
+        """
+        low, high = bounds
+        n_classes = low.shape[1]
+        exact = exact_similarities(stacked.matrix, queries, found.rows, found.columns)
+        above = exact > limit[found.rows]
+        rows, owners = found.rows[above], stacked.owner[found.columns[above]]
+        weights = np.maximum(exact[above], 0.0) + 1e-6
+        known = np.bincount(rows * n_classes + owners, weights=weights,
+                            minlength=len(queries) * n_classes).reshape(-1, n_classes)
+        free = np.maximum(k - np.bincount(rows, minlength=len(queries)), 0) * (np.maximum(limit, 0.0) + 1e-6)
+        total = known.sum(axis=1) + free
+        proven = unsettled & (total > 0)
+        at = group[proven]
+        low[at] = known[proven] / total[proven, None]
+        high[at] = (known[proven] + free[proven, None]) / total[proven, None]
+
+    def vote_bounds(self, vectors: np.ndarray, ids) -> tuple[np.ndarray, np.ndarray]:
+        """Per query, ``(low, high)`` bounds on each label's share of the vote that
+        ``predict_proba(reuse=True)`` gives, from the cached candidates alone (never a full search).
+
+        A query whose candidates prove the full search's result gets it exactly (``low == high``);
+        one whose candidates still show its nearest rows gets their weight as a floor and the rest of
+        the vote as slack; one without a cache entry gets ``[0, 1]``. A ``low`` row summing to 0 also
+        allows no vote at all. Cheap proofs that a re-audit cannot flag a sample start from this
+        (:meth:`~detectors.ConfidentLearning.rescore_cannot_flag`).
+        """
+        n_classes = len(self.classes)
+        low, high = np.zeros((len(vectors), n_classes)), np.ones((len(vectors), n_classes))
+        if len(self) < 2 or len(vectors) == 0:
+            return low, high
+        stacked = self._matrix()
+        large = len(stacked.owner) > 4 * self._cache.width
+        if not (large and self._cache.capacity > 0 and len(self._cache)) or self.search == "hnsw":
+            return low, high
+        ids = list(ids)
+        k = min(self.k, len(stacked.owner) - 1)
+        fingerprints = [hash(row.tobytes()) for row in vectors]
+        votes = np.zeros((len(vectors), n_classes))
+        left = self._search_cached(vectors, self._unit_queries(vectors), ids, fingerprints, k, stacked, votes,
+                                   (low, high))
+        exact = np.ones(len(vectors), dtype=bool)
+        exact[left] = False
+        low[exact], high[exact] = votes[exact], votes[exact]
+        self.search_counts["bounded"] += len(ids)
+        return low, high
 
 
 class NeighborSearch(Params):

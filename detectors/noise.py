@@ -128,14 +128,23 @@ class NoiseBudget:
 
     def within(self, margins: np.ndarray, label_ids: np.ndarray, share: float = 1.0) -> np.ndarray:
         """Whether each sample is among the highest ``share`` × noise-rate margins of its label."""
-        out = np.zeros(len(label_ids), dtype=bool)
+        return margins >= self.cutoffs(label_ids, share)
+
+    def cutoffs(self, label_ids: np.ndarray, share: float = 1.0) -> np.ndarray:
+        """The margin each sample needs to be :meth:`within` budget (infinite for a label with fewer than
+        ``min_count`` margins kept).
+
+        >>> budget = NoiseBudget(capacity=100, min_count=1)
+        >>> budget.update(np.linspace(-1, 1, 10), np.zeros(10, dtype=int), np.arange(10) >= 8)
+        >>> budget.cutoffs(np.array([0, 1])).round(3).tolist()
+        [0.6, inf]
+        """
+        out = np.full(len(label_ids), np.inf)
         for label in np.unique(label_ids).tolist():
-            rows = label_ids == label
             reservoir = self._reservoirs.get(label, [])
-            if len(reservoir) < self.min_count:
-                continue
-            cutoff = np.quantile(np.asarray(reservoir), 1.0 - min(share * self.noise_rate(label), 1.0))
-            out[rows] = margins[rows] >= cutoff
+            if len(reservoir) >= self.min_count:
+                out[label_ids == label] = np.quantile(np.asarray(reservoir),
+                                                      1.0 - min(share * self.noise_rate(label), 1.0))
         return out
 
 

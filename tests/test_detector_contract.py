@@ -199,6 +199,23 @@ def check_novel_label_mid_stream(cls):
     assert len(again) == BATCH and all(0.0 <= s.score <= 1.0 for s in again)
 
 
+def check_rescore_proof_is_sound(cls):
+    # a live re-audit skips the rows rescore_cannot_flag proves clean: none of them may be flagged by a re-score
+    detector = make(cls)
+    batches = stream(10)
+    run(detector, batches)
+    learned = Batch(np.vstack([b.vectors for b in batches[-4:]]), [y for b in batches[-4:] for y in b.labels],
+                    [p for b in batches[-4:] for p in (b.user_probas or [None] * len(b))],
+                    [i for b in batches[-4:] for i in b.keys()])
+    proven = np.asarray(detector.rescore_cannot_flag(learned))
+    assert proven.dtype == bool and proven.shape == (len(learned),)
+    signals = detector.rescore_many(learned)
+    if signals is None:
+        assert not proven.any(), "a detector that cannot re-score proves nothing about a re-score"
+        return
+    assert not (proven & np.array([s.flagged for s in signals])).any()
+
+
 EMPTY = Batch(np.zeros((0, DIM), dtype=np.float32), [])
 
 
@@ -231,6 +248,7 @@ CHECKS = {
     "scores-ignore-batch-mates": check_scores_ignore_batch_mates,
     "learning-changes-scores": check_learning_changes_scores,
     "novel-label-mid-stream": check_novel_label_mid_stream,
+    "rescore-proof-is-sound": check_rescore_proof_is_sound,
     "empty-batch": check_empty_batch,
     "empty-batch-score-and-learn": check_empty_batch_score_and_learn,
 }
