@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import consumer.pipeline as pipeline_module  # noqa: E402
 from bench.throughput import vector_messages  # noqa: E402
+from consumer.allocator import collect_cycles_less_often  # noqa: E402
 from consumer.analytics import Analytics  # noqa: E402
 from consumer.app import build_pipeline  # noqa: E402
 from consumer.pipeline import InputRecord, Pipeline  # noqa: E402
@@ -68,6 +69,7 @@ def records(n: int) -> list[InputRecord]:
 
 def run(n: int, batch: int, searches: collections.Counter | None = None) -> float:
     data = records(n)
+    collect_cycles_less_often()  # as the command line does
     pipeline = build_pipeline(Settings(), embedder=None)
     started = time.perf_counter()
     for start in range(0, n, batch):

@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import command_line, load_average, provenance, replace_section  # noqa: E402
 from consumer.demo.datasets import inject_noise  # noqa: E402
+from consumer.allocator import collect_cycles_less_often  # noqa: E402
 from consumer.app import build_pipeline  # noqa: E402
 from consumer.pipeline import InputRecord  # noqa: E402
 from consumer.settings import Settings  # noqa: E402
@@ -123,6 +124,7 @@ def read(samples: int, wall_s: float, process_s: float) -> Reading:
 
 
 def run(n_total: int, checkpoints: list[int], batch_size: int, seed: int, say) -> tuple[Reading, list[Reading], dict]:
+    collect_cycles_less_often()  # as the command line does
     pipeline = build_pipeline(Settings(), embedder=None)
     start = read(0, 0.0, 0.0)
     say(f"before the first record: RSS {start.rss_kib / 1024:.1f} MiB")

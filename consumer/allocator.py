@@ -12,12 +12,16 @@ and 500k samples and never came down, while the live data stayed the same.
 alternatives were measured (docs/benchmarks.md, Memory): a fixed mmap threshold of 1 MiB kept RSS
 as flat but cost a quarter of the vector path's throughput in page faults; trimming after every
 batch cost no measurable speed. Elsewhere than glibc (musl, macOS) it does nothing.
+
+:func:`collect_cycles_less_often` is the other half of the heap's upkeep: CPython's cycle collector,
+whose defaults suit small heaps, not a service that keeps a window of tens of thousands of samples.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import time
 from collections.abc import Callable
 
@@ -53,3 +57,25 @@ class HeapTrimmer:
         self._trim(0)
         self._last = now
         return True
+
+
+COLLECT_AFTER = 10_000
+"""Container allocations (net of frees) between two collections of the youngest generation; CPython's default is 700."""
+
+
+def collect_cycles_less_often(threshold: int = COLLECT_AFTER) -> None:
+    """Run CPython's cycle collector after ``threshold`` new container objects instead of 700.
+
+    Each full collection walks every live object: with the re-audit window full (about 350,000
+    objects) that took about 170 ms, and the default thresholds ran seven of them per 20,000 vector
+    samples, 14% of the judging time and a pause each time (docs/benchmarks.md). Reference counting
+    still frees everything that is not in a cycle at once; cycles wait a little longer. The
+    command line sets it for every command (:func:`consumer.cli.main`).
+
+    >>> before = gc.get_threshold()
+    >>> collect_cycles_less_often()
+    >>> gc.get_threshold()[0]
+    10000
+    >>> gc.set_threshold(*before)
+    """
+    gc.set_threshold(threshold, *gc.get_threshold()[1:])

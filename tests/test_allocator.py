@@ -44,3 +44,29 @@ def test_trims_at_most_once_per_interval():
     assert not trim()
     now[0] = 1.0
     assert trim() and not trim()
+
+
+def test_every_labelwatch_command_collects_cycles_less_often():
+    # in a fresh interpreter, through the real entry point: the threshold the command ran under, and
+    # that a cycle is still collected (later, not never)
+    child = textwrap.dedent("""
+        import gc, sys, weakref
+        from consumer import cli
+
+        seen = []
+        cli.cmd_schemas = lambda args: seen.append(gc.get_threshold()) or 0
+        assert cli.main(["schemas", "--out", sys.argv[1]]) == 0
+
+        class Node:
+            pass
+        node = Node()
+        node.self = node
+        alive = weakref.ref(node)
+        del node
+        gc.collect(0)
+        print(seen[0][0], alive() is None)
+    """)
+    result = subprocess.run([sys.executable, "-c", child, "/nonexistent"], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["10000", "True"]
