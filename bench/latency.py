@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.report import command_line, load_average, provenance, replace_section  # noqa: E402
 from bench.throughput import vector_messages  # noqa: E402
 from consumer.demo.broker import LocalBroker  # noqa: E402
+from consumer.allocator import collect_cycles_less_often  # noqa: E402
 from consumer.app import build_service  # noqa: E402
 from consumer.settings import Settings  # noqa: E402
 from consumer.demo.topics import ensure_topics
@@ -54,6 +55,7 @@ def measure(rate: float, seconds: float, seed: int = 0, **overrides) -> dict:
                             group_id="lat", metrics_port=0, max_poll_interval_ms=10_000, session_timeout_ms=6_000,
                             heartbeat_interval_ms=2_000, embedding_preload=False, **overrides)
         ensure_topics(settings, ["lat-in", "lat-reviews", "lat-dlq", "lat-verdicts"])
+        collect_cycles_less_often()  # as the command line does
         service = build_service(settings, embedder=None).service
         thread = threading.Thread(target=service.run, daemon=True)
         thread.start()

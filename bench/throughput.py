@@ -62,6 +62,7 @@ from bench.embedding_batch import texts_per_second  # noqa: E402
 from consumer.demo.broker import LocalBroker
 from consumer.demo.datasets import inject_noise, load, to_messages
 from consumer.embedding import SentenceEmbedder, embedder_for
+from consumer.allocator import collect_cycles_less_often
 from consumer.app import build_service
 from consumer.service import consumer_options
 from consumer.demo.topics import ensure_topics
@@ -204,6 +205,7 @@ def raw_consumer_baseline(settings: Settings, n: int, timeout: float) -> Timing:
 
 def run_service(settings: Settings, embedder: SentenceEmbedder | None, n: int, timeout: float) -> Timing:
     """The real service in a thread; from its start until it has consumed ``n`` records."""
+    collect_cycles_less_often()  # as the command line does
     service = build_service(settings, embedder=embedder).service
     failure: list[BaseException] = []
 
