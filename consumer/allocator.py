@@ -15,6 +15,8 @@ batch cost no measurable speed. Elsewhere than glibc (musl, macOS) it does nothi
 
 :func:`collect_cycles_less_often` is the other half of the heap's upkeep: CPython's cycle collector,
 whose defaults suit small heaps, not a service that keeps a window of tens of thousands of samples.
+It collects less often, and what survives a micro-batch is frozen out of its walks
+(:class:`SurvivorFreezer`), with one full collection every ten minutes.
 """
 
 from __future__ import annotations
@@ -62,20 +64,81 @@ class HeapTrimmer:
 COLLECT_AFTER = 10_000
 """Container allocations (net of frees) between two collections of the youngest generation; CPython's default is 700."""
 
+FULL_COLLECTION_EVERY_S = 600.0
+"""How often :class:`SurvivorFreezer` lets the cycle collector walk the old objects after all."""
+
+
+class SurvivorFreezer:
+    """Keeps the cycle collector off the long-lived heap: each call moves every object alive now to
+    CPython's permanent generation (``gc.freeze``), which collections do not walk; once every
+    ``full_every_s`` it first brings them back and collects everything, so cycles among old objects
+    are still reclaimed.
+
+    Reference counting frees frozen objects as usual; only cyclic garbage waits for the next full
+    collection. Pausing once every ten minutes replaces a pause every few seconds.
+
+    >>> clock = iter([0.0, 1.0, 700.0]).__next__
+    >>> freeze = SurvivorFreezer(full_every_s=600.0, clock=clock)
+    >>> freeze(), freeze(), freeze()  # whether each call collected everything first
+    (False, False, True)
+    >>> gc.get_freeze_count() > 0
+    True
+    >>> gc.unfreeze()
+    """
+
+    def __init__(self, full_every_s: float = FULL_COLLECTION_EVERY_S, clock: Callable[[], float] = time.monotonic):
+        self.full_every_s = full_every_s
+        self.clock = clock
+        self._since: float | None = None
+
+    def __call__(self) -> bool:
+        now = self.clock()
+        collected = self._since is not None and now - self._since >= self.full_every_s
+        if collected:
+            gc.unfreeze()
+            gc.collect()
+        if self._since is None or collected:
+            self._since = now
+        gc.freeze()
+        return collected
+
+
+_freezer: SurvivorFreezer | None = None
+
 
 def collect_cycles_less_often(threshold: int = COLLECT_AFTER) -> None:
-    """Run CPython's cycle collector after ``threshold`` new container objects instead of 700.
+    """Tune CPython's cycle collector for a long-running service with a large live heap.
+
+    - The youngest generation is collected after ``threshold`` new container objects, not 700.
+    - :func:`freeze_survivors`, which the pipeline calls after each micro-batch, freezes what
+      survived (:class:`SurvivorFreezer`).
 
     Each full collection walks every live object: with the re-audit window full (about 350,000
-    objects) that took about 170 ms, and the default thresholds ran seven of them per 20,000 vector
-    samples, 14% of the judging time and a pause each time (docs/benchmarks.md). Reference counting
-    still frees everything that is not in a cycle at once; cycles wait a little longer. The
-    command line sets it for every command (:func:`consumer.cli.main`).
+    objects) it took about 170 ms, and the defaults ran seven per 20,000 vector samples, 14% of
+    the judging time and a pause each time (docs/benchmarks.md). The command line sets this for
+    its long-running commands (:func:`consumer.cli.main`); a library user of the pipeline keeps
+    CPython's defaults unless it calls this.
 
     >>> before = gc.get_threshold()
     >>> collect_cycles_less_often()
     >>> gc.get_threshold()[0]
     10000
-    >>> gc.set_threshold(*before)
+    >>> gc.set_threshold(*before); stop_freezing()
     """
+    global _freezer
     gc.set_threshold(threshold, *gc.get_threshold()[1:])
+    if _freezer is None:
+        _freezer = SurvivorFreezer()
+
+
+def stop_freezing() -> None:
+    """Undo :func:`collect_cycles_less_often`'s freezing: every frozen object is collectable again."""
+    global _freezer
+    _freezer = None
+    gc.unfreeze()
+
+
+def freeze_survivors() -> None:
+    """After a micro-batch: freeze what survived, where the process asked for it (:func:`collect_cycles_less_often`)."""
+    if _freezer is not None:
+        _freezer()

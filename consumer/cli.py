@@ -258,11 +258,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+LONG_RUNNING = ("run", "embed", "audit", "demo")
+"""Commands whose heap is large and long-lived: they tune the cycle collector for it."""
+
+
 def main(argv: list[str] | None = None) -> int:
     from consumer.allocator import collect_cycles_less_often
 
     args = build_parser().parse_args(argv)
-    collect_cycles_less_often()  # the service's heap is large and long-lived: fewer full walks of it
+    if args.command in LONG_RUNNING:
+        collect_cycles_less_often()
     return args.handler(args)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from consumer import reports
-from consumer.allocator import HeapTrimmer
+from consumer.allocator import HeapTrimmer, freeze_survivors
 from consumer.analytics import Analytics
 from consumer.metrics import Metrics
 from consumer.positions import LogPositions
@@ -110,6 +110,7 @@ class Pipeline:
         for _, letter in result.dead_letters:
             self.metrics.samples_invalid.labels(reason=letter.error_type).inc()
         self.trim_heap()
+        freeze_survivors()  # (only where the process asked for it: the command line's long-running commands)
         return result
 
     def _process_dataset(self, dataset: str, items, result: BatchResult, defer_reaudits: bool = False) -> None:

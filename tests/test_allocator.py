@@ -1,13 +1,15 @@
 """The heap trimmer: freed heap memory goes back to the system, at most once per interval."""
 
+import gc
 import subprocess
 import sys
 import textwrap
+import weakref
 from pathlib import Path
 
 import pytest
 
-from consumer.allocator import HeapTrimmer
+from consumer.allocator import HeapTrimmer, SurvivorFreezer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,27 +48,47 @@ def test_trims_at_most_once_per_interval():
     assert trim() and not trim()
 
 
-def test_every_labelwatch_command_collects_cycles_less_often():
-    # in a fresh interpreter, through the real entry point: the threshold the command ran under, and
-    # that a cycle is still collected (later, not never)
+def test_the_long_running_commands_collect_cycles_less_often_and_freeze_what_survives_each_batch():
+    # in a fresh interpreter, through the real entry point: the threshold each command ran under, and
+    # whether a pipeline batch then froze the heap
     child = textwrap.dedent("""
-        import gc, sys, weakref
+        import gc, sys
         from consumer import cli
+        from consumer.app import build_pipeline
+        from consumer.settings import Settings
 
-        seen = []
-        cli.cmd_schemas = lambda args: seen.append(gc.get_threshold()) or 0
+        def handler(args):
+            build_pipeline(Settings(), embedder=None).process([])
+            print(args.command, gc.get_threshold()[0], gc.get_freeze_count() > 0)
+            return 0
+
+        cli.cmd_schemas = cli.cmd_run = handler
         assert cli.main(["schemas", "--out", sys.argv[1]]) == 0
-
-        class Node:
-            pass
-        node = Node()
-        node.self = node
-        alive = weakref.ref(node)
-        del node
-        gc.collect(0)
-        print(seen[0][0], alive() is None)
+        assert cli.main(["run"]) == 0
     """)
     result = subprocess.run([sys.executable, "-c", child, "/nonexistent"], cwd=REPO, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["10000", "True"]
+    assert result.stdout.split() == ["schemas", "700", "False", "run", "10000", "True"]
+
+
+def test_cycles_among_frozen_objects_are_collected_at_the_next_full_collection():
+    class Node:
+        pass
+
+    now = [0.0]
+    freeze = SurvivorFreezer(full_every_s=600.0, clock=lambda: now[0])
+    try:
+        node = Node()
+        node.self = node
+        alive = weakref.ref(node)
+        assert freeze() is False  # the cycle, still referenced, is frozen
+        del node
+        gc.collect()
+        assert alive() is not None, "a frozen cycle waits for the next full collection"
+        now[0] = 599.0
+        assert freeze() is False and alive() is not None
+        now[0] = 600.0
+        assert freeze() is True and alive() is None
+    finally:
+        gc.unfreeze()
