@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import consumer.pipeline as pipeline_module  # noqa: E402
@@ -39,6 +41,7 @@ from consumer.vectors import Vectors  # noqa: E402
 from consumer.settings import Settings  # noqa: E402
 from detectors import monitor as monitor_module  # noqa: E402
 from detectors.cluster import ClusterDisagreement  # noqa: E402
+from detectors.confident import ConfidentLearning  # noqa: E402
 from detectors.lda import FoldLDA  # noqa: E402
 from detectors.neighbors import NeighborIndex  # noqa: E402
 from schemas import SourcePosition  # noqa: E402
@@ -50,8 +53,12 @@ STAGES = [
     ("judge (every detector's score)", monitor_module.LabelMonitor, "_judge"),
     ("learn (every detector)", monitor_module.LabelMonitor, "_learn_pending"),
     ("re-audit (rescoring due samples)", monitor_module.LabelMonitor, "_reaudit"),
+    ("  re-audit proofs (samples no voter can flag)", ConfidentLearning, "rescore_cannot_flag"),
     ("  neighbour search (judge + re-audit + learn)", NeighborIndex, "predict_proba"),
+    ("  neighbour vote bounds (in the proofs)", NeighborIndex, "vote_bounds"),
+    ("  restandardising the stored rows (each step, in either)", NeighborIndex, "_matrix"),
     ("  cross-fitted LDA predictions", FoldLDA, "predict_proba"),
+    ("  cross-fitted LDA eigendecompositions (each step, in the predictions)", FoldLDA, "_fit"),
     ("  cross-fitted LDA learning", FoldLDA, "learn"),
     ("  K-means assign", ClusterDisagreement, "score_many"),
     ("  K-means learn", ClusterDisagreement, "learn_many"),
@@ -67,13 +74,17 @@ def records(n: int) -> list[InputRecord]:
             for i, value in enumerate(vector_messages(n, 0))]
 
 
-def run(n: int, batch: int, searches: collections.Counter | None = None) -> float:
+def run(n: int, batch: int, searches: collections.Counter | None = None,
+        batch_seconds: list[float] | None = None) -> float:
     data = records(n)
     collect_cycles_less_often()  # as the command line does
     pipeline = build_pipeline(Settings(), embedder=None)
     started = time.perf_counter()
     for start in range(0, n, batch):
+        began = time.perf_counter()
         pipeline.process(data[start:start + batch])
+        if batch_seconds is not None:
+            batch_seconds.append(time.perf_counter() - began)
     elapsed = time.perf_counter() - started
     if searches is not None:  # how the neighbour searches went (full, or only what changed since)
         for monitor in pipeline.monitors.values():
@@ -99,9 +110,12 @@ def stage_table(n: int, batch: int) -> None:
     for label, owner, name in STAGES:
         setattr(owner, name, timed(label, getattr(owner, name)))
     searches: collections.Counter = collections.Counter()
-    total = run(n, batch, searches)
+    batch_seconds: list[float] = []
+    total = run(n, batch, searches, batch_seconds)
     per = 500 / n * 1000
-    print(f"{n} samples in batches of {batch}: {n / total:,.0f} samples/s, {total * per:.1f} ms per 500 samples\n")
+    p50, p99, longest = (1000 * v for v in np.percentile(batch_seconds, [50, 99, 100]))
+    print(f"{n} samples in batches of {batch}: {n / total:,.0f} samples/s, {total * per:.1f} ms per 500 samples; "
+          f"a batch took {p50:.0f} ms (median), {p99:.0f} ms (p99), {longest:.0f} ms at most\n")
     print("| stage | ms per 500 samples | share |\n|---|---:|---:|")
     for label, _, _ in STAGES:
         print(f"| {label.replace('  ', '&nbsp;&nbsp;')} | {spent[label] * per:.1f} | {spent[label] / total:.0%} |")
