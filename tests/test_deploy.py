@@ -475,7 +475,8 @@ def test_helm_full_render(helm):
 
 
 def test_helm_embedders_in_front_of_the_judge(helm):
-    by_kind = render(helm, {"embedder": {"enabled": True, "replicaCount": 3, "threads": 1}})
+    by_kind = render(helm, {"embedder": {"enabled": True, "replicaCount": 3, "threads": 1},
+                            "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}})
     judge, embedder = sorted(by_kind["Deployment"], key=lambda d: d["metadata"]["name"])
     assert embedder["metadata"]["name"].endswith("-embedder") and embedder["spec"]["replicas"] == 3
     config = only(by_kind, "ConfigMap")["data"]
@@ -490,9 +491,25 @@ def test_helm_embedders_in_front_of_the_judge(helm):
     assert stage.embedding_threads == 1 and stage.embedding_preload and not judged.embedding_preload
     # neither the judge's Deployment nor its Service selects the embedder pods
     pod_labels = embedder["spec"]["template"]["metadata"]["labels"]
-    for selector in (judge["spec"]["selector"]["matchLabels"], only(by_kind, "Service")["spec"]["selector"]):
+    judge_service, embedder_service = sorted(by_kind["Service"], key=lambda d: d["metadata"]["name"])
+    for selector in (judge["spec"]["selector"]["matchLabels"], judge_service["spec"]["selector"]):
         assert not selector.items() <= pod_labels.items()
     assert embedder["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    # Prometheus scrapes each kind of pod once: each ServiceMonitor selects its own Service, whose
+    # selector picks those pods and whose metrics port is where they serve /metrics
+    containers = {"judge": judge["spec"]["template"]["spec"]["containers"][0], "embedder": container}
+    services = {"judge": judge_service, "embedder": embedder_service}
+    pods = {"judge": judge["spec"]["template"]["metadata"]["labels"], "embedder": pod_labels}
+    monitors = sorted(by_kind["ServiceMonitor"], key=lambda d: d["metadata"]["name"])
+    assert len(monitors) == 2
+    for kind, monitor in zip(("judge", "embedder"), monitors):
+        selected = [name for name, svc in services.items()
+                    if monitor["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()]
+        assert selected == [kind] and monitor["metadata"]["labels"]["release"] == "prometheus"
+        assert services[kind]["spec"]["selector"].items() <= pods[kind].items()
+        port = next(p for p in services[kind]["spec"]["ports"] if p["name"] == monitor["spec"]["endpoints"][0]["port"])
+        assert port["targetPort"] in [p["name"] for p in containers[kind]["ports"]]
+        assert "labelwatch" in services[kind]["metadata"]["name"]  # the scrape job the alert rules expect
     assert render(helm)["Deployment"][0]["metadata"]["name"] == judge["metadata"]["name"]  # off by default
     assert len(render(helm)["Deployment"]) == 1
 

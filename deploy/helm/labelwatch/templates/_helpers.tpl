@@ -33,6 +33,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: embedder
 {{- end -}}
 
+{{/* The embedder's Deployment and Service carry these: its own name, so nothing of the judge's selects them. */}}
+{{- define "labelwatch.embedderLabels" -}}
+helm.sh/chart: {{ include "labelwatch.chart" . }}
+{{ include "labelwatch.embedderSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
 {{- define "labelwatch.labels" -}}
 helm.sh/chart: {{ include "labelwatch.chart" . }}
 {{ include "labelwatch.selectorLabels" . }}
