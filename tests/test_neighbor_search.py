@@ -14,6 +14,7 @@ from sklearn.datasets import load_digits
 from detectors import Batch, LabelIndex, LabelMonitor, MonitorConfig, NeighborIndex
 from detectors.neighbors import CANDIDATE_MARGIN
 from detectors.shortlist import exact_similarities, vote_with_ties
+from verdicts import assert_same_verdicts, row
 
 pytestmark = pytest.mark.replay
 
@@ -66,10 +67,8 @@ def verdict_rows(monitor: LabelMonitor, vectors, labels, ids) -> list[tuple]:
     for start in range(0, len(ids), 200):
         part = slice(start, start + 200)
         assessments, late = monitor.process(Batch.of(vectors[part], labels[part], ids=ids[part]), payloads=ids[part])
-        rows += [(i, False, a.verdict.flagged, a.verdict.suggested_label, a.verdict.score, a.signals["confident"].score)
-                 for i, a in zip(ids[part], assessments)]
-        rows += [(v.payload, True, v.assessment.verdict.flagged, v.assessment.verdict.suggested_label,
-                  v.assessment.verdict.score, v.assessment.signals["confident"].score) for v in late]
+        rows += [row(i, a, late=False) for i, a in zip(ids[part], assessments)]
+        rows += [row(v.payload, v.assessment, late=True) for v in late]
     return rows
 
 
@@ -80,7 +79,9 @@ def test_a_monitor_with_the_candidate_cache_gives_exactly_the_verdicts_of_full_s
     cached, full = LabelMonitor.from_config(config), LabelMonitor.from_config(config)
     full.detector("confident").neighbor_index.cache_candidates(0)
     reference = verdict_rows(full, vectors, labels, ids)
-    assert verdict_rows(cached, vectors, labels, ids) == reference  # scores too, to the last bit
+    # the votes are the same to the last bit; the two re-audit different samples (the cached one proves
+    # more of them clean), so the model sees other batches, and BLAS may round its scores otherwise
+    assert_same_verdicts(verdict_rows(cached, vectors, labels, ids), reference)
     assert sum(r[1] and r[2] for r in reference) >= 5, "late flags, or the re-audits prove little"
     counts = cached.detector("confident").neighbor_index.search_counts
     assert counts["incremental"] > 0 and full.detector("confident").neighbor_index.search_counts["incremental"] == 0

@@ -11,6 +11,7 @@ import pytest
 
 from detectors import Batch, ConfidentLearning, LabelIndex, LabelMonitor, MonitorConfig, NeighborIndex
 from test_neighbor_search import digits_stream, verdict_rows
+from verdicts import assert_same_verdicts
 
 pytestmark = pytest.mark.replay
 
@@ -43,7 +44,9 @@ def test_skipping_what_cannot_be_flagged_gives_exactly_the_verdicts_of_reaudits_
     counts = counting_proofs(pruned)
     counting_proofs(everything, prove=False)
     reference = verdict_rows(everything, vectors, labels, ids)
-    assert verdict_rows(pruned, vectors, labels, ids) == reference  # scores too, to the last bit
+    # the replay guarantee: flags and suggestions exactly, scores within SCORE_TOLERANCE (the model scores
+    # the re-audits left in other batches, and BLAS may round a row otherwise for another batch shape)
+    assert_same_verdicts(verdict_rows(pruned, vectors, labels, ids), reference)
     assert sum(r[1] and r[2] for r in reference) >= 5, "late flags: the skipped re-audits could have mattered"
     assert counts["proven"] > counts["asked"] / 2, counts
     if model_share is not None:
