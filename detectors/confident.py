@@ -153,14 +153,20 @@ class ConfidentLearning(Detector):
     def _blend(self, sources: dict[str, np.ndarray], n_rows: int) -> np.ndarray:
         """The weighted average of the sources with evidence, row by row. Neighbours and model share
         ``neighbor_weight + model_weight`` in the proportion the data chose (:class:`SourceMix`)."""
-        weights = self._source_weights(sources)
+        total, weight = self._weighted_sums(sources, sources, n_rows)
+        return total / np.maximum(weight, 1e-12)
+
+    def _weighted_sums(self, sources: dict[str, np.ndarray], names, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row by row, the sum of weight × probability and the sum of weights over the ``sources`` with
+        evidence, each weighted as in a blend of ``names`` (:meth:`_source_weights`)."""
+        weights = self._source_weights(names)
         total = np.zeros((n_rows, len(self.classes)))
         weight = np.zeros((n_rows, 1))
         for name, proba in sources.items():
             has = (proba.sum(axis=1, keepdims=True) > 0).astype(float)
             total += weights[name] * proba * has
             weight += weights[name] * has
-        return total / np.maximum(weight, 1e-12)
+        return total, weight
 
     def _source_weights(self, names) -> dict[str, float]:
         """The weight of each source in :meth:`_blend`, given which ``names`` are among the sources."""
@@ -247,14 +253,9 @@ class ConfidentLearning(Detector):
             at = np.arange(len(rows))
             part = {name: proba[rows] for name, proba in sources.items()}
             # class c's blended probability is between vote * low[c] + rest[c] and vote * high[c] + rest[c]
-            weights = self._source_weights({"neighbors", *part})
-            rest = np.zeros((len(rows), n_classes))
-            total = np.full((len(rows), 1), weights["neighbors"])
-            for name, proba in part.items():
-                has = (proba.sum(axis=1, keepdims=True) > 0).astype(float)
-                rest += weights[name] * proba * has
-                total += weights[name] * has
-            vote, rest = weights["neighbors"] / total, rest / total
+            known, weight = self._weighted_sums(part, {"neighbors", *part}, len(rows))
+            neighbors = self._source_weights({"neighbors", *part})["neighbors"]
+            vote, rest = neighbors / (weight + neighbors), known / (weight + neighbors)
             highest = vote * high + rest
             highest[at, own] = -np.inf
             slack = 1e-9  # far above the rounding of the blend's few sums
@@ -262,8 +263,8 @@ class ConfidentLearning(Detector):
             margin_short = highest.max(axis=1) - (vote[:, 0] * low[at, own] + rest[at, own]) < cutoffs[rows] - slack
             clean = no_threshold_cleared | margin_short
             maybe_none = low.sum(axis=1) == 0
-            if maybe_none.any():  # no vote at all (nothing to vote with): the blend of the other sources, exactly
-                alone = self._blend({"neighbors": np.zeros((len(rows), n_classes)), **part}, len(rows))
+            if maybe_none.any():  # no vote at all (nothing to vote with): what _blend gives with a vote of zeros
+                alone = known / np.maximum(weight, 1e-12)
                 rule, _ = confident_disagreement(alone, own, thresholds)
                 clean &= ~maybe_none | ~(rule & (label_margin(alone, own) >= cutoffs[rows]))
             return clean

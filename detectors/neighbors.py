@@ -311,13 +311,12 @@ class NeighborIndex:
         queries = self._unit_queries(vectors)
         ids = list(ids)
         k = min(self.k, len(stacked.owner) - 1)
-        large = len(stacked.owner) > 4 * self._cache.width
-        if self.search == "hnsw" and large:
+        if self.search == "hnsw" and self._large(stacked):
             self._search_graph(queries, ids, k, stacked, out)
             self.search_counts["graph"] += len(ids)
             return out
-        caching = large and self._cache.capacity > 0
-        fingerprints = [hash(row.tobytes()) for row in vectors] if caching else None
+        caching = self._caching(stacked)
+        fingerprints = _fingerprints(vectors) if caching else None
         todo = np.arange(len(ids))
         if reuse and caching and len(self._cache):
             todo = self._search_cached(vectors, queries, ids, fingerprints, k, stacked, out)
@@ -327,13 +326,23 @@ class NeighborIndex:
         self.search_counts["incremental"] += len(ids) - len(todo)
         return out
 
+    def _large(self, stacked: Stacked) -> bool:
+        """Whether ``stacked`` holds enough rows for the graph, or the candidate cache, to pay."""
+        return len(stacked.owner) > 4 * self._cache.width
+
+    def _caching(self, stacked: Stacked) -> bool:
+        """Whether searches over ``stacked`` keep (and re-audits reuse) candidates."""
+        return self._large(stacked) and self._cache.capacity > 0
+
     @staticmethod
     def _vote(stacked: Stacked, queries: np.ndarray, rows: np.ndarray, columns: np.ndarray, k: int,
-              out: np.ndarray) -> np.ndarray:
+              out: np.ndarray, exact: np.ndarray | None = None) -> np.ndarray:
         """``out``: the votes of each query's ``k`` nearest among its shortlisted stored rows (the pairs
-        ``(rows, columns)``), on their exact similarities; returns each query's ``k``-th similarity."""
+        ``(rows, columns)``), on their ``exact`` similarities (computed here unless given); returns each
+        query's ``k``-th similarity."""
         n_classes = out.shape[1]
-        exact = exact_similarities(stacked.matrix, queries, rows, columns)
+        if exact is None:
+            exact = exact_similarities(stacked.matrix, queries, rows, columns)
         rows, columns, weights, kth = vote_with_ties(rows, columns, exact, k, len(queries))
         cells = rows * n_classes + stacked.owner[columns]
         block = np.bincount(cells, weights=weights, minlength=len(queries) * n_classes).reshape(-1, n_classes)
@@ -438,11 +447,12 @@ class NeighborIndex:
 
         found = shortlist(sims, stored_row, k, min(width, sims.shape[1] - 1), margin=shortlist_margin(matrix.shape[1]))
         votes = np.zeros((len(group), out.shape[1]))
-        kth = self._vote(stacked, here, found.rows, found.columns, k, votes)
+        exact = exact_similarities(matrix, here, found.rows, found.columns)
+        kth = self._vote(stacked, here, found.rows, found.columns, k, votes, exact)
         settled &= kth > limit  # every row left out is below the k-th, strictly: the full search's vote
         out[group[settled]] = votes[settled]
         if bounds is not None and not settled.all():
-            self._bound_votes(stacked, here, found, limit, k, ~settled, group, bounds)
+            self._bound_votes(stacked, found, exact, limit, k, ~settled, group, bounds)
         bound = np.maximum(limit, found.beyond.astype(np.float64) + error)
         cache.put([ids[i] for i in group[settled].tolist()], [fingerprints[i] for i in group[settled].tolist()],
                   stacked.stamps_of(found.best[settled]), bound[settled], self._n_stamped, self._drift, stacked.version)
@@ -450,9 +460,10 @@ class NeighborIndex:
 
 
     @staticmethod
-    def _bound_votes(stacked: Stacked, queries: np.ndarray, found, limit: np.ndarray, k: int, unsettled: np.ndarray,
+    def _bound_votes(stacked: Stacked, found, exact: np.ndarray, limit: np.ndarray, k: int, unsettled: np.ndarray,
                      group: np.ndarray, bounds: tuple[np.ndarray, np.ndarray]) -> None:
-        """Bound the votes of the ``unsettled`` queries (rows of ``group``) of :meth:`_search_since`.
+        """Bound the votes of the ``unsettled`` queries (rows of ``group``) of :meth:`_search_since`, whose
+        shortlisted pairs ``found`` have the ``exact`` similarities.
 
         Every stored row more similar than a query's ``limit`` is among its shortlisted pairs (the
         others are below the ``k``-th found, which is at most the limit), so those rows, ``m < k`` of
@@ -460,14 +471,13 @@ class NeighborIndex:
         most ``limit`` similar, of unknown labels: each weighs at most ``limit`` (plus the vote's 1e-6).
         """
         low, high = bounds
-        n_classes = low.shape[1]
-        exact = exact_similarities(stacked.matrix, queries, found.rows, found.columns)
+        n_classes, n_queries = low.shape[1], len(limit)
         above = exact > limit[found.rows]
         rows, owners = found.rows[above], stacked.owner[found.columns[above]]
         weights = np.maximum(exact[above], 0.0) + 1e-6
         known = np.bincount(rows * n_classes + owners, weights=weights,
-                            minlength=len(queries) * n_classes).reshape(-1, n_classes)
-        free = np.maximum(k - np.bincount(rows, minlength=len(queries)), 0) * (np.maximum(limit, 0.0) + 1e-6)
+                            minlength=n_queries * n_classes).reshape(-1, n_classes)
+        free = np.maximum(k - np.bincount(rows, minlength=n_queries), 0) * (np.maximum(limit, 0.0) + 1e-6)
         total = known.sum(axis=1) + free
         proven = unsettled & (total > 0)
         at = group[proven]
@@ -489,12 +499,11 @@ class NeighborIndex:
         if len(self) < 2 or len(vectors) == 0:
             return low, high
         stacked = self._matrix()
-        large = len(stacked.owner) > 4 * self._cache.width
-        if not (large and self._cache.capacity > 0 and len(self._cache)) or self.search == "hnsw":
+        if not (self._caching(stacked) and len(self._cache)) or self.search == "hnsw":
             return low, high
         ids = list(ids)
         k = min(self.k, len(stacked.owner) - 1)
-        fingerprints = [hash(row.tobytes()) for row in vectors]
+        fingerprints = _fingerprints(vectors)
         votes = np.zeros((len(vectors), n_classes))
         left = self._search_cached(vectors, self._unit_queries(vectors), ids, fingerprints, k, stacked, votes,
                                    (low, high))
@@ -503,6 +512,11 @@ class NeighborIndex:
         low[exact], high[exact] = votes[exact], votes[exact]
         self.search_counts["bounded"] += len(ids)
         return low, high
+
+
+def _fingerprints(vectors: np.ndarray) -> list[int]:
+    """What the candidate cache tells a sample's vectors apart by (a re-annotation may change them)."""
+    return [hash(row.tobytes()) for row in vectors]
 
 
 class NeighborSearch(Params):
