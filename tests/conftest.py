@@ -30,3 +30,10 @@ def clean_env(monkeypatch):
 def unique_name():
     """A fresh topic or group name per test, so tests on the shared broker never collide."""
     return lambda prefix: f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def pytest_collection_modifyitems(items):
+    """A test that uses the broker is a ``kafka`` test, marked or not: ``make check`` leaves them all out."""
+    for item in items:
+        if "kafka_broker" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kafka)

@@ -349,9 +349,11 @@ def test_dockerfile_runs_offline_as_non_root_with_a_healthcheck_and_state_volume
     assert volumes == [[env["LABELWATCH_STATE_DIR"]]]
     assert env["LABELWATCH_METRICS_PORT"] in [rest for w, rest in steps if w == "EXPOSE"]
     runs = " ".join(rest for w, rest in steps if w == "RUN")
-    assert "-c constraints.txt torch" in runs and "TORCH_INDEX_URL" in runs
-    assert re.search(r"^torch==2\.13\.0$", (ROOT / "constraints.txt").read_text(), re.M)
-    assert "pip install -c constraints.txt ." in runs
+    # the image installs what CI tested: requirements.lock, whose torch is the CPU build
+    assert "pip install \"$(grep '^pip==' requirements.lock)\"" in runs
+    assert "--build-constraint requirements.lock -c requirements.lock ." in runs
+    assert '--extra-index-url "$TORCH_INDEX_URL"' in runs and "ARG TORCH_INDEX_URL=" in DOCKERFILE.read_text()
+    assert re.search(r"^torch==2\.13\.0\+cpu$", (ROOT / "requirements.lock").read_text(), re.M)
     assert "SentenceEmbedder()" in runs, "the build should prove the baked-in model loads offline"
 
 

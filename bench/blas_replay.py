@@ -9,8 +9,8 @@ The reference runs the machine's own kernels in polls of 500; every other run cu
 random places (one-row polls included). Counted against the reference: verdicts whose flag or
 suggested label differ, and the largest score difference.
 
-    .venv/bin/python bench/kernels.py                       # digits, image_segments, reviews
-    .venv/bin/python bench/kernels.py --datasets digits --kernels Prescott,Sandybridge
+    .venv/bin/python bench/blas_replay.py                       # digits, image_segments, reviews
+    .venv/bin/python bench/blas_replay.py --datasets digits --kernels Prescott,Sandybridge
 """
 
 from __future__ import annotations
