@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from consumer.settings import Settings
+from consumer.settings import KafkaConnection, Settings
 from detectors import parameters
 
 DETECTOR_FIELDS = ("detectors", "voters", "policy", *parameters(), "reaudit_window", "reaudit_delay", "learning_step",
@@ -168,6 +168,60 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _topic_commands() -> dict:
+    """The commands ``labelwatch topics create`` knows, each with its settings model."""
+    from consumer.desk.settings import DeskSettings
+    from consumer.embed.settings import EmbedSettings
+    from consumer.labelstudio.settings import BridgeSettings
+
+    return {"run": Settings, "embed": EmbedSettings, "review": DeskSettings, "label-studio": BridgeSettings}
+
+
+TOPIC_FIELDS = ("review_routes", "review_budget")
+"""Settings besides the ``*_topic`` ones that decide which topics a command writes to."""
+
+
+def _topic_flags() -> dict:
+    """``{field: model}``: the first model of each connection, topic and routing setting."""
+    flags = {}
+    for model in _topic_commands().values():
+        for name in model.model_fields:
+            if name.endswith("_topic") or name in TOPIC_FIELDS or name in KafkaConnection.model_fields:
+                flags.setdefault(name, model)
+    return flags
+
+
+def cmd_topics(args) -> int:
+    from kafka.errors import KafkaError, KafkaTimeoutError
+
+    from consumer.topics import TopicSpec, create_topics, leases_topic, topics_of
+
+    models = _topic_commands()
+    chosen = list(dict.fromkeys(c.strip() for c in args.commands.split(",") if c.strip()))
+    if not chosen or set(chosen) - set(models):
+        raise SystemExit(f"labelwatch topics: --commands takes some of {', '.join(models)}; got {args.commands!r}")
+    if args.partitions < 1 or args.replication_factor < 1:
+        raise SystemExit("labelwatch topics: --partitions and --replication-factor must be at least 1")
+    specs = []
+    for command in chosen:
+        settings = _settings(args, models[command].model_fields, models[command])
+        for name in topics_of(settings):
+            internal = command == "review" and name == settings.leases_topic
+            specs.append(leases_topic(name, args.replication_factor) if internal
+                         else TopicSpec(name, args.partitions, args.replication_factor))
+    connection = _settings(args, KafkaConnection.model_fields, KafkaConnection)
+    try:
+        outcome = create_topics(connection.kafka_config(), specs)
+    except KafkaTimeoutError as error:
+        raise SystemExit(f"labelwatch topics: no broker answered at {connection.bootstrap_servers} ({error}); "
+                         "nothing was created") from None
+    except KafkaError as error:
+        raise SystemExit(f"labelwatch topics: the cluster refused ({type(error).__name__}: {error})") from None
+    for name, what in outcome.items():
+        print(f"{what:8} {name}")
+    return 0
+
+
 def cmd_schemas(args) -> int:
     from schemas import json_schemas
 
@@ -251,6 +305,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, required=True)
     _add_settings(export, ("bootstrap_servers",))
     export.set_defaults(handler=cmd_export)
+
+    topics = commands.add_parser("topics", help="Create the Kafka topics a set of commands needs.")
+    topic_verbs = topics.add_subparsers(dest="verb", required=True)
+    create = topic_verbs.add_parser(
+        "create", help="Create every topic the chosen commands read or write, with the topic names they would use "
+                       "(the same flags and LABELWATCH_* variables); topics that exist are left as they are.")
+    create.add_argument("--commands", default="run,review",
+                        help="Comma-separated, of run, embed, review, label-studio (default run,review).")
+    create.add_argument("--partitions", type=int, default=1, help="Partitions of each topic (the leases topic: 1).")
+    create.add_argument("--replication-factor", type=int, default=1, help="Replication factor of each topic.")
+    for name, model in _topic_flags().items():
+        _add_settings(create, (name,), model)
+    create.set_defaults(handler=cmd_topics)
 
     schemas = commands.add_parser("schemas", help="Write the JSON Schema of every wire message.")
     schemas.add_argument("--out", type=Path, default=Path("schemas/json"))

@@ -70,6 +70,18 @@ class ReviewRouter:
         self._window_start = clock()
         self._admitted = 0
 
+    @classmethod
+    def of(cls, settings) -> ReviewRouter:
+        """The router ``labelwatch run``'s settings describe."""
+        return cls(settings.review_topic, parse_routes(settings.review_routes), budget=settings.review_budget,
+                   window_s=settings.review_budget_window_s, deferred_topic=settings.review_deferred_topic)
+
+    @property
+    def topics(self) -> list[str]:
+        """Every topic an event may go to: the review topic, the routes', and the deferred one under a budget."""
+        names = [self.review_topic, *(route.topic for route in self.routes)]
+        return list(dict.fromkeys(names + ([self.deferred_topic] if self.budget else [])))
+
     def topic_for(self, event: ReviewEvent) -> str:
         return next((route.topic for route in self.routes if route.matches(event)), self.review_topic)
 

@@ -16,7 +16,7 @@ from kafka.errors import KafkaError
 
 from consumer.metrics import Metrics
 from consumer.records import BatchResult
-from consumer.routing import ReviewRouter, parse_routes
+from consumer.routing import ReviewRouter
 from consumer.settings import Settings
 from schemas import DeadLetter
 
@@ -78,9 +78,7 @@ class KafkaSink:
         self.producer = producer
         self.metrics = metrics
         self.stop = stop or threading.Event()
-        self.router = ReviewRouter(settings.review_topic, parse_routes(settings.review_routes),
-                                   budget=settings.review_budget, window_s=settings.review_budget_window_s,
-                                   deferred_topic=settings.review_deferred_topic)
+        self.router = ReviewRouter.of(settings)
 
     def deliver(self, result: BatchResult) -> None:
         """Produce a batch's outputs and wait until the broker acknowledged every one.

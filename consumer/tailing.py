@@ -16,12 +16,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from pydantic import ValidationError
+
+from consumer.topics import TopicSpec, ensure_internal_topic
 
 
 log = logging.getLogger("labelwatch.tailing")
@@ -76,16 +78,18 @@ class TopicReader:
     """Reads ``handlers``' topics from the beginning into their handlers, in a thread of its own.
 
     ``on_unreadable(record, error)`` hears of each record a handler could not read; ``after_poll``
-    runs after every poll (to refresh gauges, say).
+    runs after every poll (to refresh gauges, say). ``internal`` holds the reader's own topics,
+    which it creates when they are missing; it waits for every other topic to be created.
     """
 
     def __init__(self, kafka_config: Mapping, group_id: str, handlers: Mapping[str, Callable], *, name: str,
                  on_unreadable: Callable | None = None, after_poll: Callable[[], None] | None = None,
-                 stall_after_s: float = 60.0):
+                 stall_after_s: float = 60.0, internal: Iterable[TopicSpec] = ()):
         self.kafka_config = dict(kafka_config)
         self.group_id = group_id
         self.handlers = dict(handlers)
         self.name = name
+        self.internal = {spec.name: spec for spec in internal}
         self.on_unreadable = on_unreadable
         self.after_poll = after_poll
         self.stall_after_s = stall_after_s
@@ -138,8 +142,11 @@ class TopicReader:
                                  auto_offset_reset="earliest", client_id=self.name)
         try:
             partitions = []
-            for topic in self.handlers:
+            for topic in sorted(self.handlers, key=lambda name: name not in self.internal):  # its own first
                 found = consumer.partitions_for_topic(topic)
+                if not found and topic in self.internal:
+                    ensure_internal_topic(self.kafka_config, self.internal[topic], owner=self.name)
+                    found = consumer.partitions_for_topic(topic)
                 if not found:
                     raise MissingTopic(f"topic {topic!r} does not exist; create it ({self.name} waits for it)")
                 partitions += [TopicPartition(topic, p) for p in sorted(found)]

@@ -27,6 +27,7 @@ from consumer.desk.metrics import DeskMetrics
 from consumer.desk.settings import DeskSettings
 from consumer.embed.metrics import EmbedMetrics
 from consumer.embed.settings import EmbedSettings
+from consumer.labelstudio.settings import BridgeSettings
 from consumer.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,9 +50,10 @@ DESK_TOPICS = {"LABELWATCH_REVIEW_TOPIC": "label-reviews", "LABELWATCH_CORRECTIO
 
 
 def settings_env_names() -> set[str]:
-    """The LABELWATCH_ variable of every field of the real settings models: the service's, the desk's, the embedder's."""
-    return {f"LABELWATCH_{name.upper()}"
-            for name in (*Settings.model_fields, *DeskSettings.model_fields, *EmbedSettings.model_fields)}
+    """The LABELWATCH_ variable of every field of the real settings models: the service's, the desk's, the
+    embedder's and the Label Studio bridge's."""
+    return {f"LABELWATCH_{name.upper()}" for name in (*Settings.model_fields, *DeskSettings.model_fields,
+                                                      *EmbedSettings.model_fields, *BridgeSettings.model_fields)}
 
 
 def settings_from_env(env: dict[str, str]) -> Settings:
@@ -245,6 +247,12 @@ def test_compose_topics_match_the_service():
     desk = services["review-desk"]["environment"]
     assert {k: desk[k] for k in DESK_TOPICS} == DESK_TOPICS and set(DESK_TOPICS.values()) <= set(created)
     assert services["producer"]["environment"]["PRODUCER_TOPIC"] == embedder["LABELWATCH_INPUT_TOPIC"]
+    # the bridge writes raw annotations beside the producer, and answers where the judge reads them
+    bridge = {k: v for k, v in services["label-studio-bridge"]["environment"].items()}
+    assert bridge["LABELWATCH_INPUT_TOPIC"] == embedder["LABELWATCH_INPUT_TOPIC"]
+    assert bridge["LABELWATCH_CORRECTIONS_TOPIC"] == env["LABELWATCH_CORRECTIONS_TOPIC"]
+    assert {bridge[k] for k in ("LABELWATCH_REVIEW_TOPIC", "LABELWATCH_DLQ_TOPIC")} <= set(created)
+    assert services["label-studio-bridge"]["command"] == ["label-studio"]
     assert services["kafka"]["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
 
 
@@ -312,10 +320,11 @@ def test_every_labelwatch_variable_under_deploy_is_a_setting(helm):
         if path.is_file():
             for name in ENV_NAME.findall(path.read_text(errors="ignore")):
                 named.setdefault(name, set()).add(str(path.relative_to(ROOT)))
-    full = render(helm, FULL_VALUES)
-    for kind in ("ConfigMap", "Secret"):
-        for name in only(full, kind)["data"]:
-            named.setdefault(name, set()).add(f"rendered {kind}")
+    for values in (FULL_VALUES, COMPONENT_VALUES):
+        for kind in ("ConfigMap", "Secret"):
+            for doc in render(helm, values)[kind]:
+                for name in doc["data"]:
+                    named.setdefault(name, set()).add(f"rendered {kind}")
     assert len(named) >= 10, named
     unknown = {name: sorted(where) for name, where in named.items() if name not in settings_env_names()}
     assert not unknown, f"not fields of consumer.settings.Settings: {unknown}"
@@ -328,6 +337,15 @@ def test_configured_values_validate():
     desk = DeskSettings(**{k.removeprefix("LABELWATCH_").lower(): str(v)
                            for k, v in services["review-desk"]["environment"].items()})
     assert desk.http_port == 8080 and desk.corrections_topic == settings.corrections_topic
+    substituted = {k: re.sub(r"\$\{[A-Z_]+:[-?]([^}]*)\}", r"\1", str(v))
+                   for k, v in services["label-studio-bridge"]["environment"].items()}
+    bridge = BridgeSettings(**{k.removeprefix("LABELWATCH_").lower(): v for k, v in substituted.items()})
+    assert (bridge.source_project, bridge.review_project) == (1, 2)
+    assert bridge.label_studio_url == "http://label-studio:8080"
+    command = services["label-studio"]["command"]
+    assert "--enable-legacy-api-token" in command and services["label-studio"]["environment"][
+        "SSRF_PROTECTION_ENABLED"] == "false"
+    assert bridge.public_url == f"http://label-studio-bridge:{bridge.webhook_port}"
     image_env = {k: v for k, v in dockerfile_env().items() if k.startswith("LABELWATCH_")}
     assert settings_from_env(image_env).state_dir == "/var/lib/labelwatch"
 
@@ -429,8 +447,16 @@ FULL_VALUES = {
 }
 
 
+COMPONENT_VALUES = {
+    "embedder": {"enabled": True},
+    "desk": {"enabled": True, "replicaCount": 2, "reviewers": "ana:tok-ana-1,bo:tok-bo-22", "sessionSecret": "k3y"},
+    "labelStudio": {"enabled": True, "token": "ls-t0ken", "sourceProject": 1, "reviewProject": 2},
+    "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+}
+
+
 def test_helm_lint_is_clean(helm):
-    for values in (None, FULL_VALUES):
+    for values in (None, FULL_VALUES, COMPONENT_VALUES):
         report = helm.lint(str(CHART), values, strict=True)
         problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
         assert report["total_charts_linted"] == 1 and not problems, problems
@@ -509,23 +535,73 @@ def test_helm_embedders_in_front_of_the_judge(helm):
     for selector in (judge["spec"]["selector"]["matchLabels"], judge_service["spec"]["selector"]):
         assert not selector.items() <= pod_labels.items()
     assert embedder["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
-    # Prometheus scrapes each kind of pod once: each ServiceMonitor selects its own Service, whose
-    # selector picks those pods and whose metrics port is where they serve /metrics
-    containers = {"judge": judge["spec"]["template"]["spec"]["containers"][0], "embedder": container}
-    services = {"judge": judge_service, "embedder": embedder_service}
-    pods = {"judge": judge["spec"]["template"]["metadata"]["labels"], "embedder": pod_labels}
-    monitors = sorted(by_kind["ServiceMonitor"], key=lambda d: d["metadata"]["name"])
-    assert len(monitors) == 2
-    for kind, monitor in zip(("judge", "embedder"), monitors):
-        selected = [name for name, svc in services.items()
-                    if monitor["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()]
-        assert selected == [kind] and monitor["metadata"]["labels"]["release"] == "prometheus"
-        assert services[kind]["spec"]["selector"].items() <= pods[kind].items()
-        port = next(p for p in services[kind]["spec"]["ports"] if p["name"] == monitor["spec"]["endpoints"][0]["port"])
-        assert port["targetPort"] in [p["name"] for p in containers[kind]["ports"]]
-        assert "labelwatch" in services[kind]["metadata"]["name"]  # the scrape job the alert rules expect
+    assert_each_monitor_scrapes_its_own_pods(by_kind, 2)
     assert render(helm)["Deployment"][0]["metadata"]["name"] == judge["metadata"]["name"]  # off by default
     assert len(render(helm)["Deployment"]) == 1
+
+
+def assert_each_monitor_scrapes_its_own_pods(by_kind: dict, n: int) -> None:
+    """Prometheus scrapes each kind of pod once: each ServiceMonitor selects exactly one Service, whose
+    selector picks exactly one Deployment's pods and whose port is where they serve /metrics."""
+    services, deployments = by_kind["Service"], by_kind["Deployment"]
+    monitors = by_kind["ServiceMonitor"]
+    assert len(monitors) == len(services) == len(deployments) == n
+    for monitor in monitors:
+        (service,) = [svc for svc in services
+                      if monitor["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()]
+        (deployment,) = [d for d in deployments
+                         if service["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()]
+        assert monitor["metadata"]["labels"]["release"] == "prometheus"
+        port = next(p for p in service["spec"]["ports"] if p["name"] == monitor["spec"]["endpoints"][0]["port"])
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert port["targetPort"] in [p["name"] for p in container["ports"]]
+        assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+        assert "labelwatch" in service["metadata"]["name"]  # the scrape job the alert rules expect
+
+
+def pod_settings(by_kind: dict, deployment_name: str, model):
+    """The settings a Deployment's pods start with: the ConfigMap and Secrets they mount, then their env."""
+    (deployment,) = [d for d in by_kind["Deployment"] if d["metadata"]["name"] == deployment_name]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    maps = {d["metadata"]["name"]: d["data"] for d in by_kind["ConfigMap"]}
+    secrets = {d["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in d["data"].items()}
+               for d in by_kind["Secret"]}
+    env = {}
+    for source in container["envFrom"]:
+        env |= maps[source["configMapRef"]["name"]] if "configMapRef" in source else secrets[source["secretRef"]["name"]]
+    env |= {e["name"]: e["value"] for e in container.get("env", [])}  # env wins over envFrom
+    fields = {k.removeprefix("LABELWATCH_").lower(): v for k, v in env.items() if k.startswith("LABELWATCH_")}
+    return model(**{k: v for k, v in fields.items() if k in model.model_fields}), container, env
+
+
+def test_helm_desk_and_bridge_beside_the_judge(helm):
+    by_kind = render(helm, COMPONENT_VALUES)
+    judge, _, _ = pod_settings(by_kind, "lw-labelwatch", Settings)
+    desk, desk_container, _ = pod_settings(by_kind, "lw-labelwatch-desk", DeskSettings)
+    bridge, bridge_container, _ = pod_settings(by_kind, "lw-labelwatch-label-studio", BridgeSettings)
+    assert desk_container["args"] == ["review"] and bridge_container["args"] == ["label-studio"]
+    # answers from the desk and the bridge reach the judge, which reads the embedders' topic
+    assert judge.corrections_topic == desk.corrections_topic == bridge.corrections_topic == "label-corrections"
+    assert judge.input_topic == "annotations-embedded" and bridge.input_topic == "annotations"
+    assert desk.review_topic == bridge.review_topic == judge.review_topic
+    assert desk.reviewers.get_secret_value() == "ana:tok-ana-1,bo:tok-bo-22"
+    assert desk.session_secret.get_secret_value() == "k3y" and desk.leases_replication_factor == 3
+    assert desk.http_port == 8080 and bridge.webhook_port == 8091
+    assert bridge.label_studio_token.get_secret_value() == "ls-t0ken"
+    assert (bridge.source_project, bridge.review_project) == (1, 2)
+    services = {s["metadata"]["name"]: s for s in by_kind["Service"]}
+    assert bridge.public_url == f"http://lw-labelwatch-label-studio:{services['lw-labelwatch-label-studio']['spec']['ports'][0]['port']}"
+    deployments = {d["metadata"]["name"]: d for d in by_kind["Deployment"]}
+    assert deployments["lw-labelwatch-desk"]["spec"]["replicas"] == 2
+    assert deployments["lw-labelwatch-label-studio"]["spec"]["strategy"]["type"] == "Recreate"
+    # reviewers' and Label Studio's tokens reach only their own pods
+    for name, deployment in deployments.items():
+        mounted = {s["secretRef"]["name"] for s in deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+                   if "secretRef" in s}
+        assert ("lw-labelwatch-desk" in mounted) == name.endswith("-desk")
+        assert ("lw-labelwatch-label-studio" in mounted) == name.endswith("-label-studio")
+    assert_each_monitor_scrapes_its_own_pods(by_kind, 4)
+    assert "LABELWATCH_CORRECTIONS_TOPIC" not in only(render(helm), "ConfigMap")["data"]  # nobody answers
 
 
 def test_helm_existing_secret_and_no_persistence(helm):
@@ -544,6 +620,10 @@ def test_helm_existing_secret_and_no_persistence(helm):
     ({"replicaCount": 2, "persistence": {"enabled": False}}, "persistence.enabled"),
     ({"kafka": {"tls": {"enabled": True}}}, "kafka.tls.secretName is required"),
     ({"embedder": {"enabled": True, "replicaCount": 4}}, "embedder.replicaCount (4) must not exceed"),
+    ({"desk": {"enabled": True}}, "desk.enabled needs desk.reviewers"),
+    ({"desk": {"enabled": True, "reviewers": "a:b", "replicaCount": 2}}, "desk.replicaCount > 1 needs desk.sessionSecret"),
+    ({"labelStudio": {"enabled": True, "sourceProject": 1}}, "labelStudio.enabled needs labelStudio.token"),
+    ({"labelStudio": {"enabled": True, "token": "t"}}, "needs labelStudio.sourceProject and/or"),
 ])
 def test_helm_refuses_bad_values(helm, values, message):
     with pytest.raises(helm.HelmRenderError, match=re.escape(message)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 import urllib.error
 import urllib.request
@@ -137,20 +138,29 @@ def test_answers_and_queue_need_a_reviewer(kafka_broker, unique_name):
         desk.close()
 
 
-def test_missing_topics_keep_the_desk_up_but_not_ready_until_they_exist(kafka_broker, unique_name):
+def test_missing_topics_keep_the_desk_up_but_not_ready_and_it_creates_only_its_own_leases_topic(
+        kafka_broker, unique_name, caplog):
+    caplog.set_level(logging.INFO, logger="labelwatch.topics")
     bootstrap = kafka_broker.bootstrap_servers
     names = topics(bootstrap, unique_name, create=False)
     desk = start_desk(settings(bootstrap, names), REVIEWERS)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         why = until(lambda: (lambda r: r[1] if "does not exist" in r[1].get("error", "") else None)(
             call(desk.url + "readyz")))
         assert why["status"] == "unavailable" and names["reviews"] in why["error"]
         assert call(desk.url + "readyz")[0] == 503 and call(desk.url + "healthz")[0] == 200
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-        admin.create_topics([NewTopic(name, 1, 1) for name in names.values()])
-        admin.close()
+        # the leases topic is the desk's internal one: it creates it; the user's topics it never does
+        until(lambda: names["leases"] in admin.list_topics())
+        assert f"created its internal topic {names['leases']!r}" in caplog.text
+        assert "cleanup.policy=compact,delete" in caplog.text
+        time.sleep(2.5)  # the reader's next try
+        assert not {names["reviews"], names["corrections"]} & set(admin.list_topics())
+        admin.create_topics([NewTopic(names[kind], 1, 1) for kind in ("reviews", "corrections")])
         until(lambda: call(desk.url + "readyz")[0] == 200, timeout=30)
+        assert caplog.text.count("created its internal topic") == 1
     finally:
+        admin.close()
         desk.close()
 
 

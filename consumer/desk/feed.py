@@ -12,6 +12,7 @@ from consumer.desk.metrics import DeskMetrics
 from consumer.desk.queue import Lease, ReviewQueue
 from consumer.desk.settings import DeskSettings
 from consumer.tailing import AckedWriter, TopicReader
+from consumer.topics import leases_topic
 from schemas import Correction, ReviewEvent
 
 OBSERVE_EVERY_S = 5.0
@@ -55,7 +56,8 @@ def desk_reader(settings: DeskSettings, queue: ReviewQueue, metrics: DeskMetrics
 
     return TopicReader(settings.kafka_config(), settings.group_id, handlers, name="labelwatch-review-desk",
                        on_unreadable=lambda record, _: metrics.invalid_records.labels(topic=record.topic).inc(),
-                       after_poll=refresh_gauges)
+                       after_poll=refresh_gauges,
+                       internal=[leases_topic(settings.leases_topic, settings.leases_replication_factor)])
 
 
 class Writer:

@@ -18,7 +18,10 @@ class DeskSettings(KafkaConnection):
     corrections_topic: str = Field(
         "label-corrections", description="Where answers go as Corrections; read back to know what is answered.")
     leases_topic: str = Field(
-        "label-review-leases", description="Where leases go: an item one reviewer has open is theirs for a while.")
+        "label-review-leases", description="Where leases go: an item one reviewer has open is theirs for a while. "
+                                           "The desk's internal topic: it creates it when missing (compacted).")
+    leases_replication_factor: int = Field(
+        1, ge=1, description="Replication factor the desk creates its leases topic with (3 on a production cluster).")
     input_topic: str | None = Field(
         None, description="The annotations topic, read to show the texts of a flagged sample's nearest earlier samples.")
     group_id: str = Field(

@@ -26,19 +26,30 @@ app.kubernetes.io/name: {{ include "labelwatch.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
-{{/* The embedder pods' own name: the judge's Deployment and Service must not select them. */}}
-{{- define "labelwatch.embedderSelectorLabels" -}}
-app.kubernetes.io/name: {{ include "labelwatch.name" . }}-embedder
-app.kubernetes.io/instance: {{ .Release.Name }}
-app.kubernetes.io/component: embedder
+{{/*
+A component's pods (embedder, desk, label-studio) have a name of their own, so that nothing of the
+judge's selects them. Call with (dict "root" $ "component" "desk").
+*/}}
+{{- define "labelwatch.componentSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "labelwatch.name" .root }}-{{ .component }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
-{{/* The embedder's Deployment and Service carry these: its own name, so nothing of the judge's selects them. */}}
+{{/* A component's Deployment, Service and ServiceMonitor carry these. */}}
+{{- define "labelwatch.componentLabels" -}}
+helm.sh/chart: {{ include "labelwatch.chart" .root }}
+{{ include "labelwatch.componentSelectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+{{- end -}}
+
+{{- define "labelwatch.embedderSelectorLabels" -}}
+{{ include "labelwatch.componentSelectorLabels" (dict "root" . "component" "embedder") }}
+{{- end -}}
+
 {{- define "labelwatch.embedderLabels" -}}
-helm.sh/chart: {{ include "labelwatch.chart" . }}
-{{ include "labelwatch.embedderSelectorLabels" . }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{ include "labelwatch.componentLabels" (dict "root" . "component" "embedder") }}
 {{- end -}}
 
 {{- define "labelwatch.labels" -}}
@@ -51,6 +62,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* The Secret with LABELWATCH_SASL_PASSWORD / LABELWATCH_SSL_PASSWORD. */}}
 {{- define "labelwatch.secretName" -}}
 {{- default (include "labelwatch.fullname" .) .Values.secrets.existingSecret -}}
+{{- end -}}
+
+{{/* The desk's Secret (LABELWATCH_REVIEWERS, LABELWATCH_SESSION_SECRET) and the bridge's (LABELWATCH_LABEL_STUDIO_TOKEN). */}}
+{{- define "labelwatch.deskSecretName" -}}
+{{- default (printf "%s-desk" (include "labelwatch.fullname" .)) .Values.desk.existingSecret -}}
+{{- end -}}
+{{- define "labelwatch.labelStudioSecretName" -}}
+{{- default (printf "%s-label-studio" (include "labelwatch.fullname" .)) .Values.labelStudio.existingSecret -}}
 {{- end -}}
 
 {{/* The claim that holds the checkpoints. */}}
@@ -69,6 +88,20 @@ between pods on every rebalance).
 {{- end -}}
 {{- if and .Values.embedder.enabled (gt (int .Values.embedder.replicaCount) (int .Values.kafka.inputTopicPartitions)) -}}
 {{- fail (printf "embedder.replicaCount (%d) must not exceed kafka.inputTopicPartitions (%d): extra embedders would sit idle" (int .Values.embedder.replicaCount) (int .Values.kafka.inputTopicPartitions)) -}}
+{{- end -}}
+{{- if and .Values.desk.enabled (not .Values.desk.existingSecret) (not .Values.desk.reviewers) -}}
+{{- fail "desk.enabled needs desk.reviewers (id:token,id:token) or desk.existingSecret: nobody could sign in" -}}
+{{- end -}}
+{{- if and .Values.desk.enabled (gt (int .Values.desk.replicaCount) 1) (not .Values.desk.existingSecret) (not .Values.desk.sessionSecret) -}}
+{{- fail "desk.replicaCount > 1 needs desk.sessionSecret (or desk.existingSecret): a sign-in must work on every replica" -}}
+{{- end -}}
+{{- if .Values.labelStudio.enabled -}}
+{{- if and (not .Values.labelStudio.existingSecret) (not .Values.labelStudio.token) -}}
+{{- fail "labelStudio.enabled needs labelStudio.token or labelStudio.existingSecret: the bridge calls Label Studio's API" -}}
+{{- end -}}
+{{- if not (or .Values.labelStudio.sourceProject .Values.labelStudio.reviewProject) -}}
+{{- fail "labelStudio.enabled needs labelStudio.sourceProject and/or labelStudio.reviewProject" -}}
+{{- end -}}
 {{- end -}}
 {{- if gt (int .Values.replicaCount) 1 -}}
 {{- if not .Values.persistence.enabled -}}
