@@ -32,10 +32,13 @@ N_TEXTS, N_VECTORS = 600, 150
 MALFORMED = [b"{broken", b'{"sample_id": "no-label", "text": "a tweet"}', b'{"sample_id": "e", "label": "x", "text": "  "}']
 
 
-def start_embedder(bootstrap: str, topics: dict[str, str], group: str):
-    """One ``labelwatch embed`` replica, one thread, small polls (so a kill lands mid-stream)."""
+def start_embedder(bootstrap: str, topics: dict[str, str], group: str, *, defaults: bool = False):
+    """One ``labelwatch embed`` replica: one thread, small polls (so a kill lands mid-stream) and quick group
+    timings; or, with ``defaults``, as a newcomer starts it, every setting but the topics and group its default."""
     env = {**os.environ, **QUICK_GROUP, "LABELWATCH_EMBEDDING_PRELOAD": "true", "LABELWATCH_MAX_POLL_RECORDS": "40",
            "OMP_NUM_THREADS": "1", "LABELWATCH_EMBEDDING_THREADS": "1"}
+    if defaults:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LABELWATCH_")}
     log = tempfile.TemporaryFile()
     process = subprocess.Popen(
         [sys.executable, "-m", "consumer", "embed", "--bootstrap-servers", bootstrap, "--input-topic", topics["raw"],
@@ -76,13 +79,19 @@ def wait_for(check, what: str, timeout: float, *processes):
         time.sleep(0.5)
 
 
-def test_two_embedders_and_a_kill_give_every_sample_one_first_verdict(kafka_broker, unique_name, tmp_path):
-    bootstrap = kafka_broker.bootstrap_servers
+def stage_topics(bootstrap: str, unique_name, *, internal_partitions: int) -> dict[str, str]:
+    """A raw topic of four partitions, the internal one, and one-partition reviews, dlq and verdicts."""
     topics = {kind: unique_name(kind) for kind in ("raw", "in", "reviews", "dlq", "verdicts")}
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.create_topics([NewTopic(topics["raw"], 4, 1), NewTopic(topics["in"], 2, 1)]
+    admin.create_topics([NewTopic(topics["raw"], 4, 1), NewTopic(topics["in"], internal_partitions, 1)]
                         + [NewTopic(topics[k], 1, 1) for k in ("reviews", "dlq", "verdicts")])
     admin.close()
+    return topics
+
+
+def test_two_embedders_and_a_kill_give_every_sample_one_first_verdict(kafka_broker, unique_name, tmp_path):
+    bootstrap = kafka_broker.bootstrap_servers
+    topics = stage_topics(bootstrap, unique_name, internal_partitions=2)
 
     tweets, digits = load("tweets"), load("digits")
     messages = (to_messages(tweets, inject_noise(tweets.labels, 0.1, n_classes=len(tweets.class_names), seed=0)[0])[:N_TEXTS]
@@ -107,10 +116,7 @@ def test_two_embedders_and_a_kill_give_every_sample_one_first_verdict(kafka_brok
         first.wait(timeout=10)
         processes.remove(first)
 
-        verdicts = wait_for(lambda: (v := first_verdicts(bootstrap, topics["verdicts"], n)) and len(v) >= n and v,
-                            f"first verdicts of all {n} samples", 300, *processes)
-        assert set(verdicts) == {m["sample_id"] for m in messages}
-        assert all(len(ids) == 1 for ids in verdicts.values()), "a sample got first verdicts that differ"
+        verdicts = judged_once(bootstrap, topics["verdicts"], messages, processes)
 
         # what the embedders wrote: keyed by dataset (one partition each), embedded, origins named
         internal = read_topic({"bootstrap_servers": [bootstrap]}, topics["in"], expected=n, timeout=10)
@@ -143,14 +149,65 @@ def test_two_embedders_and_a_kill_give_every_sample_one_first_verdict(kafka_brok
         assert "Traceback" not in output_of(second) + output_of(judge)
         producer.close()
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop(processes)
+
+
+def test_with_default_group_settings_the_surviving_embedder_takes_over_and_every_sample_is_judged_once(
+        kafka_broker, unique_name, tmp_path):
+    # issue 27's scenario: 1,500 texts of one dataset on a 4-partition raw topic, two embedders with
+    # default settings (group `embedders`) writing to a 4-partition internal topic, one judge; one
+    # embedder is killed mid-stream
+    bootstrap = kafka_broker.bootstrap_servers
+    topics = stage_topics(bootstrap, unique_name, internal_partitions=4)
+    reviews = load("reviews")
+    messages = to_messages(reviews, inject_noise(reviews.labels, 0.1, n_classes=len(reviews.class_names), seed=0)[0],
+                           dataset="mail")[:1500]
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    for message in messages:
+        producer.send(topics["raw"], key=message["sample_id"].encode(), value=orjson.dumps(message))
+    producer.flush()
+    producer.close()
+    n = len(messages)
+
+    judge = start_service(bootstrap, tmp_path / "state", topics=topics, group=unique_name("judge"))
+    group = unique_name("embedders")
+    first, second = (start_embedder(bootstrap, topics, group, defaults=True) for _ in range(2))
+    processes = [judge, first, second]
+    try:
+        wait_for(lambda: 0 < end_offsets(bootstrap, topics["in"], 4), "the first embedded samples", 300, *processes)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        processes.remove(first)
+        assert end_offsets(bootstrap, topics["in"], 4) < n, "the kill came after the stream's end: it tests nothing"
+        killed_at = time.monotonic()
+
+        verdicts = judged_once(bootstrap, topics["verdicts"], messages, processes)
+        print(f"all {n} judged {time.monotonic() - killed_at:.0f} s after the kill")
+        assert "Traceback" not in output_of(second) + output_of(judge)
+    finally:
+        stop(processes)
+
+
+def judged_once(bootstrap: str, topic: str, messages: list[dict], processes) -> dict[str, set[str]]:
+    """Wait until every message's sample has a first verdict; assert it has exactly one."""
+    n = len(messages)
+    verdicts = wait_for(lambda: (v := first_verdicts(bootstrap, topic, n)) and len(v) >= n and v,
+                        f"first verdicts of all {n} samples", 300, *processes)
+    assert set(verdicts) == {m["sample_id"] for m in messages}
+    assert all(len(ids) == 1 for ids in verdicts.values()), "a sample got first verdicts that differ"
+    return verdicts
+
+
+def stop(processes) -> None:
+    """SIGTERM every process still running, then wait for each (SIGKILL after 30 s)."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def metric(text: str, name: str) -> float:

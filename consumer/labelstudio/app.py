@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 from consumer.health import serve, url_of, wait_for_signal
@@ -17,6 +18,8 @@ from consumer.tailing import AckedWriter, TopicReader, Unavailable
 
 log = logging.getLogger("labelwatch.label_studio")
 WEBHOOK_PATH = "/webhook"
+STALL_LOG_EVERY_S = 300.0
+"""How often the log repeats why no review task comes (``/readyz`` always says it)."""
 
 
 @dataclass
@@ -52,8 +55,11 @@ class _Probes:
     def readiness(self) -> tuple[bool, dict]:
         ok, detail = self.reader.readiness()
         error = self.bridge.label_studio_error
+        stalled = self.bridge.stalled()
         return ok and error is None, {**detail, "label_studio_reachable": error is None,
-                                      **({"label_studio_error": error} if error else {})}
+                                      **({"label_studio_error": error} if error else {}),
+                                      "flow": self.bridge.flow(), **({"no_review_tasks_because": stalled}
+                                                                     if stalled else {})}
 
 
 def start_bridge(settings: BridgeSettings) -> Running:
@@ -102,12 +108,16 @@ def _work(bridge: Bridge, reader: TopicReader, interval: float, stopped: threadi
     while not reader.caught_up:
         if stopped.wait(0.5):
             return
-    since = interval
+    since, said = interval, float("-inf")
     while not stopped.is_set():
         try:
             if since >= interval:
                 bridge.reconcile()
                 since = 0.0
+                stalled = bridge.stalled()
+                if stalled is not None and time.monotonic() - said >= STALL_LOG_EVERY_S:
+                    log.warning("label studio bridge: %s", stalled, extra={"flow": bridge.flow()})
+                    said = time.monotonic()
             bridge.push_tasks()
         except (LabelStudioError, Unavailable) as error:
             log.warning("label studio bridge: %s; retrying", error)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 
 import orjson
 
@@ -55,6 +56,8 @@ class Bridge:
         self._tasks: set[str] | None = None            # event ids with a review task (None: not listed yet)
         self._pending: dict[str, ReviewEvent] = {}     # events waiting for their task
         self._dead: set[tuple] = set()                 # what this process dead-lettered already
+        self._events = 0                               # review events of the labelling project's dataset
+        self._ignored: Counter[str] = Counter()        # review events of other datasets, by dataset
         self.label_studio_error: str | None = "not called yet"
 
     # -- read back from Kafka (the reader's handlers) ------------------------------------------
@@ -86,10 +89,37 @@ class Bridge:
 
     def _read_event(self, record) -> None:
         event = ReviewEvent.model_validate_json(record.value)
-        if self.source is None or event.dataset == dataset_of(self.settings.source_project):
-            with self._lock:
-                if self._tasks is None or event.event_id not in self._tasks:
-                    self._pending[event.event_id] = event
+        with self._lock:
+            if self.source is not None and event.dataset != dataset_of(self.settings.source_project):
+                self._ignored[event.dataset] += 1
+                return
+            self._events += 1
+            if self._tasks is None or event.event_id not in self._tasks:
+                self._pending[event.event_id] = event
+
+    # -- what is flowing, for /readyz and the log ---------------------------------------------
+    def flow(self) -> dict:
+        """How far annotations, review events and tasks have got: ``/readyz`` shows it."""
+        with self._lock:
+            return {"annotations_on_input_topic": len(self._sent), "review_events": self._events,
+                    "review_tasks": len(self._tasks or ()), "review_events_waiting": len(self._pending),
+                    **({"review_events_of_other_datasets": dict(self._ignored)} if self._ignored else {})}
+
+    def stalled(self) -> str | None:
+        """Why no review task can come of what flows now, in words; ``None`` when nothing says so."""
+        flow = self.flow()
+        mine = dataset_of(self.settings.source_project) if self.source else None
+        if self.review and flow.get("review_events_of_other_datasets") and not flow["review_events"] and mine:
+            return (f"{self.settings.review_topic} holds review events of datasets "
+                    f"{sorted(flow['review_events_of_other_datasets'])} only: this bridge makes review tasks for "
+                    f"dataset {mine!r} (its --source-project) and no other")
+        if self.review and flow["annotations_on_input_topic"] and not flow["review_events"]:
+            return (f"{flow['annotations_on_input_topic']} annotations are on {self.settings.input_topic}, and no "
+                    f"review event{f' of dataset {mine!r}' if mine else ''} has come back on "
+                    f"{self.settings.review_topic} yet: check that labelwatch run judges {self.settings.input_topic} "
+                    f"and writes to {self.settings.review_topic} (its first verdicts flag only once its models have "
+                    "learned: see its labelwatch_review_events_total)")
+        return None
 
     # -- the flows -----------------------------------------------------------------------------
     def webhook(self, body: bytes) -> int:
