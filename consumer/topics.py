@@ -1,8 +1,8 @@
 """Kafka topics: which ones each command needs, and creating them.
 
 Topics that hold the user's data (annotations, review events, corrections, dead letters) are
-created only when asked, by ``labelwatch topics create``: a service that made its input topic up
-from a typo would wait on it forever. The one topic only labelwatch uses, the review desk's
+created only when asked, by ``labelwatch topics create``: a service that created a misspelt input
+topic would then wait on an empty topic, ready and silent, instead of saying that it is missing. The one topic only labelwatch uses, the review desk's
 leases, is internal, and the desk creates it itself when it is missing (as Kafka Connect and
 Kafka Streams create theirs), compacted, with the configs of :func:`leases_topic`.
 
