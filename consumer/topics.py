@@ -2,9 +2,10 @@
 
 Topics that hold the user's data (annotations, review events, corrections, dead letters) are
 created only when asked, by ``labelwatch topics create``: a service that created a misspelt input
-topic would then wait on an empty topic, ready and silent, instead of saying that it is missing. The one topic only labelwatch uses, the review desk's
-leases, is internal, and the desk creates it itself when it is missing (as Kafka Connect and
-Kafka Streams create theirs), compacted, with the configs of :func:`leases_topic`.
+topic would then wait on an empty topic, ready and silent, instead of saying that it is missing.
+The one topic only labelwatch uses, the review desk's leases, is internal, and the desk creates it
+itself when it is missing (as Kafka Connect and Kafka Streams create theirs), compacted, with the
+configs of :func:`leases_topic`.
 
 >>> spec = leases_topic("label-review-leases", replication_factor=3)
 >>> spec.configs["cleanup.policy"], spec.replication_factor
@@ -67,8 +68,9 @@ def create_topics(kafka_config: Mapping, specs: Iterable[TopicSpec]) -> dict[str
     admin = KafkaAdminClient(**kafka_config, client_id="labelwatch-topics")
     try:
         existing = set(admin.list_topics())
-        outcome = {spec.name: "exists" for spec in specs if spec.name in existing}
+        outcome = {}
         for spec in specs:
+            outcome[spec.name] = "exists"
             if spec.name in existing:
                 continue
             try:
@@ -76,8 +78,8 @@ def create_topics(kafka_config: Mapping, specs: Iterable[TopicSpec]) -> dict[str
                                               topic_configs=dict(spec.configs))])
                 outcome[spec.name] = "created"
             except TopicAlreadyExistsError:  # another process created it meanwhile
-                outcome[spec.name] = "exists"
-        return {spec.name: outcome[spec.name] for spec in specs}
+                pass
+        return outcome
     finally:
         admin.close()
 

@@ -31,6 +31,27 @@ def first_hour_script() -> str:
     return re.search(r"```sh\n(.*?)```", section, re.DOTALL)[1]
 
 
+@contextlib.contextmanager
+def shell(script: str):
+    """``script`` in bash (-euo pipefail) from the repository's root, with this venv first on PATH, in a
+    session of its own; yields the process and its output file, and ends whatever it left running."""
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(["bash", "-euo", "pipefail", "-c", script], cwd=REPO, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True,
+                               env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+    try:
+        yield process, log
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)  # what it left in the background, the judge and the desk
+        process.wait(timeout=30)
+
+
+def output_of(log) -> str:
+    log.seek(0)
+    return log.read().decode(errors="replace")
+
+
 def test_the_first_hour_takes_an_empty_broker_to_a_reviewers_first_answer(tmp_path):
     script = first_hour_script()
     assert len(VARIABLES.findall(script)) == 1, "the block starts by setting its four variables"
@@ -38,18 +59,10 @@ def test_the_first_hour_takes_an_empty_broker_to_a_reviewers_first_answer(tmp_pa
         bootstrap = broker.bootstrap_servers
         ours = (f"export BOOTSTRAP={bootstrap} DESK_PORT={free_port()} METRICS_PORT={free_port()} "
                 f"STATE_DIR={tmp_path / 'state'}")
-        log = tempfile.TemporaryFile()
-        shell = subprocess.Popen(["bash", "-euo", "pipefail", "-c", VARIABLES.sub(ours, script)], cwd=REPO,
-                                 env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
-                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            code = shell.wait(timeout=420)
-            log.seek(0)
-            output = log.read().decode(errors="replace")
+        with shell(VARIABLES.sub(ours, script)) as (process, log):
+            code = process.wait(timeout=420)
+            output = output_of(log)
             assert code == 0, output[-6000:]
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(shell.pid, signal.SIGTERM)  # the judge and the desk it left in the background
         answers = [line for line in output.splitlines() if '"outcome"' in line and '"reviewer_id"' in line]
         assert len(answers) == 1, output[-6000:]
         printed = Correction.model_validate_json(answers[0])
@@ -69,20 +82,11 @@ def test_the_readmes_desk_commands_typed_in_order_against_an_empty_broker_give_a
     with LocalBroker() as broker:
         port = free_port()
         script = block.replace("kafka:9092", broker.bootstrap_servers).replace("--http-port 8080", f"--http-port {port}")
-        log = tempfile.TemporaryFile()
-        shell = subprocess.Popen(["bash", "-euo", "pipefail", "-c", script], cwd=REPO, stdout=log,
-                                 stderr=subprocess.STDOUT, start_new_session=True,
-                                 env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
-        try:
+        with shell(script) as (process, log):
             deadline = time.monotonic() + 120
             while not ready(f"http://127.0.0.1:{port}/readyz"):
-                log.seek(0)
-                assert shell.poll() is None and time.monotonic() < deadline, log.read().decode(errors="replace")
+                assert process.poll() is None and time.monotonic() < deadline, output_of(log)
                 time.sleep(0.5)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(shell.pid, signal.SIGTERM)
-            shell.wait(timeout=30)
 
 
 def ready(url: str) -> bool:

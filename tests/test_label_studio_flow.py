@@ -41,14 +41,14 @@ def event(i: int, dataset: str) -> SimpleNamespace:
 
 def test_annotations_without_review_events_say_where_to_look():
     b = bridge()
-    assert b.stalled() is None  # nothing sent yet: nothing to explain
+    assert b.stalled(b.flow()) is None  # nothing sent yet: nothing to explain
     for i in range(3):
         b._read_annotation(annotation(i))
-    why = b.stalled()
+    why = b.stalled(b.flow())
     assert why.startswith("3 annotations are on annotations, and no review event of dataset 'label-studio-3'")
     assert "labelwatch run judges annotations and writes to label-reviews" in why
     b._read_event(event(1, "label-studio-3"))
-    assert b.stalled() is None
+    assert b.stalled(b.flow()) is None
     assert b.flow() == {"annotations_on_input_topic": 3, "review_events": 1, "review_tasks": 0,
                         "review_events_waiting": 1}
 
@@ -59,5 +59,5 @@ def test_review_events_of_another_dataset_are_counted_and_named():
     for i in range(2):
         b._read_event(event(i, "mail"))
     assert b.flow()["review_events_of_other_datasets"] == {"mail": 2} and b.flow()["review_events_waiting"] == 0
-    assert b.stalled() == ("label-reviews holds review events of datasets ['mail'] only: this bridge makes review "
-                           "tasks for dataset 'label-studio-3' (its --source-project) and no other")
+    assert b.stalled(b.flow()) == ("label-reviews holds review events of datasets ['mail'] only: this bridge makes "
+                                   "review tasks for dataset 'label-studio-3' (its --source-project) and no other")

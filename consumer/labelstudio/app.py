@@ -55,11 +55,11 @@ class _Probes:
     def readiness(self) -> tuple[bool, dict]:
         ok, detail = self.reader.readiness()
         error = self.bridge.label_studio_error
-        stalled = self.bridge.stalled()
+        flow = self.bridge.flow()
+        stalled = self.bridge.stalled(flow)
         return ok and error is None, {**detail, "label_studio_reachable": error is None,
                                       **({"label_studio_error": error} if error else {}),
-                                      "flow": self.bridge.flow(), **({"no_review_tasks_because": stalled}
-                                                                     if stalled else {})}
+                                      "flow": flow, **({"no_review_tasks_because": stalled} if stalled else {})}
 
 
 def start_bridge(settings: BridgeSettings) -> Running:
@@ -114,9 +114,10 @@ def _work(bridge: Bridge, reader: TopicReader, interval: float, stopped: threadi
             if since >= interval:
                 bridge.reconcile()
                 since = 0.0
-                stalled = bridge.stalled()
+                flow = bridge.flow()
+                stalled = bridge.stalled(flow)
                 if stalled is not None and time.monotonic() - said >= STALL_LOG_EVERY_S:
-                    log.warning("label studio bridge: %s", stalled, extra={"flow": bridge.flow()})
+                    log.warning("label studio bridge: %s", stalled, extra={"flow": flow})
                     said = time.monotonic()
             bridge.push_tasks()
         except (LabelStudioError, Unavailable) as error:

@@ -105,11 +105,10 @@ class Bridge:
                     "review_tasks": len(self._tasks or ()), "review_events_waiting": len(self._pending),
                     **({"review_events_of_other_datasets": dict(self._ignored)} if self._ignored else {})}
 
-    def stalled(self) -> str | None:
-        """Why no review task can come of what flows now, in words; ``None`` when nothing says so."""
-        flow = self.flow()
+    def stalled(self, flow: dict) -> str | None:
+        """Why no review task can come of ``flow`` (:meth:`flow`), in words; ``None`` when nothing says so."""
         mine = dataset_of(self.settings.source_project) if self.source else None
-        if self.review and flow.get("review_events_of_other_datasets") and not flow["review_events"] and mine:
+        if self.review and flow.get("review_events_of_other_datasets") and not flow["review_events"]:
             return (f"{self.settings.review_topic} holds review events of datasets "
                     f"{sorted(flow['review_events_of_other_datasets'])} only: this bridge makes review tasks for "
                     f"dataset {mine!r} (its --source-project) and no other")
