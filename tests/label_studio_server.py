@@ -7,6 +7,7 @@ from a copy of it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -26,8 +27,11 @@ TOKEN = "6c61626577617463682d746573742d746f6b656e"  # 40 hex characters, only fo
 
 def venv() -> Path:
     """Where `make label-studio` puts the virtual environment (LABELWATCH_LABEL_STUDIO_VENV, set by make)."""
+    if os.environ.get("LABELWATCH_LABEL_STUDIO_VENV"):
+        return Path(os.environ["LABELWATCH_LABEL_STUDIO_VENV"])
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return Path(os.environ.get("LABELWATCH_LABEL_STUDIO_VENV") or cache / "labelwatch" / f"label-studio-{VERSION}")
+    lock = hashlib.sha256((Path(__file__).parents[1] / "requirements-label-studio.lock").read_bytes()).hexdigest()
+    return cache / "labelwatch" / f"label-studio-{VERSION}-{lock[:12]}"  # the Makefile's LABEL_STUDIO_VENV
 
 
 class LabelStudioServer:

@@ -183,7 +183,8 @@ def test_annotations_flow_in_review_tasks_out_and_answers_back_through_a_bridge_
         bridge = start_bridge(bootstrap, topics, server.url, source, review, bridge_port)
         time.sleep(8)  # two reconciles
         again = server.call("GET", f"/api/projects/{review}/export?exportType=JSON&download_all_tasks=true")
-        assert sorted(t["data"]["labelwatch_event_id"] for t in again) == sorted(ids)
+        assert sorted(t["data"]["labelwatch_event_id"] for t in again) == sorted(ids), \
+            "\n".join(output_of(p)[-4000:] for p in LOGS)
         assert len(read_topic({"bootstrap_servers": [bootstrap]}, topics["corrections"], expected=3, timeout=3)) == 2
         assert len(read_topic({"bootstrap_servers": [bootstrap]}, topics["in"], expected=N + 1, timeout=3)) == N
         for project in (source, review):  # registered once, however many starts

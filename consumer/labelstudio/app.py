@@ -20,6 +20,8 @@ log = logging.getLogger("labelwatch.label_studio")
 WEBHOOK_PATH = "/webhook"
 STALL_LOG_EVERY_S = 300.0
 """How often the log repeats why no review task comes (``/readyz`` always says it)."""
+RELIST_AFTER_S = 5.0
+"""How soon after a failed import the review project is listed again (the tasks wait for it)."""
 
 
 @dataclass
@@ -111,7 +113,7 @@ def _work(bridge: Bridge, reader: TopicReader, interval: float, stopped: threadi
     since, said = interval, float("-inf")
     while not stopped.is_set():
         try:
-            if since >= interval:
+            if since >= interval or (bridge.needs_listing and since >= RELIST_AFTER_S):
                 bridge.reconcile()
                 since = 0.0
                 flow = bridge.flow()

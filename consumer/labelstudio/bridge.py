@@ -11,7 +11,8 @@ The bridge keeps no state. What is already done is read back at every start: ann
 from the input topic (``metadata.label_studio``), answers from the corrections topic, and review
 tasks from the review project itself. A webhook sent while the bridge was down is caught by the
 next reconcile (at start, then every ``reconcile_interval_s``), which compares both projects with
-what was read back, so an annotation is neither lost nor sent twice, and no task is made twice.
+what was read back, so an annotation is neither lost nor sent twice, and no task is made twice
+(one that a failed import made anyway is deleted).
 """
 
 from __future__ import annotations
@@ -175,8 +176,11 @@ class Bridge:
         """Make a review task for every event waiting for one; returns how many were made.
 
         The events count as tasks from the moment they are taken, so that a copy of one read
-        meanwhile (the review topic is at-least-once) waits for nothing; if the import fails they
-        are put back.
+        meanwhile (the review topic is at-least-once) waits for nothing. If the import fails they
+        are put back, and no task is made until a reconcile has listed the review project again:
+        Label Studio may have saved the tasks before it failed (its import is not one
+        transaction), or may still save them after the call timed out. A task made twice that way
+        anyway is deleted by the next reconcile (:meth:`_deduplicate`).
         """
         with self._lock:
             if self._tasks is None or not self._pending:
@@ -189,8 +193,8 @@ class Bridge:
                 summary = self._call(self.client.import_tasks, self.settings.review_project,
                                      [review_task(e, self.review) for e in events])
             except LabelStudioError:
-                with self._lock:  # try again at the next push
-                    self._tasks.difference_update(e.event_id for e in events)
+                with self._lock:  # try again once a reconcile has listed what the import did save
+                    self._tasks = None
                     self._pending.update({e.event_id: e for e in events})
                 raise
             self.metrics.tasks.inc(len(events))
@@ -202,7 +206,7 @@ class Bridge:
     def reconcile(self) -> None:
         """Compare both projects with what the topics hold: send what is missing, list the tasks."""
         if self.review:
-            listed = self._call(self.client.tasks, self.settings.review_project)
+            listed = self._deduplicate(self._call(self.client.tasks, self.settings.review_project))
             with self._lock:
                 self._tasks = {str(t["data"].get("labelwatch_event_id")) for t in listed
                                if isinstance(t.get("data"), dict)}
@@ -217,6 +221,33 @@ class Bridge:
             for task in self._call(self.client.tasks, self.settings.source_project):
                 for annotation in task.get("annotations") or ():
                     self.annotation(task, annotation)
+
+    @property
+    def needs_listing(self) -> bool:
+        """No task can be made before a reconcile lists the review project (at start, after a failed import)."""
+        return bool(self.review) and self._tasks is None
+
+    def _deduplicate(self, listed: list[dict]) -> list[dict]:
+        """``listed`` without the tasks made twice for one review event, which are deleted from the
+        review project. Of one event's tasks the one with the most answers stays (then the oldest);
+        a task that holds an answer is never deleted."""
+        by_event: dict[str, list[dict]] = {}
+        for task in listed:
+            data = task.get("data")
+            if isinstance(data, dict) and data.get("labelwatch_event_id"):
+                by_event.setdefault(str(data["labelwatch_event_id"]), []).append(task)
+        extra = set()
+        for tasks in by_event.values():
+            if len(tasks) > 1:
+                keep, *others = sorted(tasks, key=lambda t: (-len(t.get("annotations") or ()), t["id"]))
+                extra.update(t["id"] for t in others if not t.get("annotations"))
+        for task_id in sorted(extra):
+            self._call(self.client.delete_task, task_id)
+            self.metrics.duplicate_tasks_deleted.inc()
+        if extra:
+            log.warning("deleted %d review tasks made twice for one review event (an import that failed after "
+                        "Label Studio saved its tasks): %s", len(extra), ", ".join(map(str, sorted(extra))))
+        return [t for t in listed if t["id"] not in extra]
 
     def _repair_prediction(self, task: dict) -> None:
         """Give a review task the prediction it lacks. Label Studio drops every prediction of an

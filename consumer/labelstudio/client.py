@@ -1,6 +1,6 @@
 """The few calls of Label Studio's REST API the bridge makes, over plain HTTP.
 
-Plain ``urllib`` rather than ``label-studio-sdk``: six endpoints do not justify the SDK's own
+Plain ``urllib`` rather than ``label-studio-sdk``: seven endpoints do not justify the SDK's own
 pinned tree of dependencies (httpx, its pydantic models, numpy/pandas extras) in the service's
 environment, and its models change between Label Studio releases where these payloads have not.
 The token is sent as ``Authorization: Token <token>`` and never logged.
@@ -57,6 +57,9 @@ class LabelStudio:
     def import_tasks(self, project_id: int, tasks: list[dict]) -> dict:
         """Label Studio's import summary (``task_count``, ``prediction_count``...)."""
         return self._call("POST", f"/api/projects/{project_id}/import", tasks)
+
+    def delete_task(self, task_id: int) -> None:
+        self._call("DELETE", f"/api/tasks/{task_id}/")
 
     def add_prediction(self, task_id: int, prediction: dict) -> None:
         self._call("POST", "/api/predictions/", {"task": task_id, **prediction})

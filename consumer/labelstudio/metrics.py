@@ -19,6 +19,10 @@ class BridgeMetrics:
         self.predictions_repaired = Counter(
             "labelwatch_label_studio_predictions_repaired_total",
             "Review tasks whose prediction Label Studio dropped at import, given it again.", registry=r)
+        self.duplicate_tasks_deleted = Counter(
+            "labelwatch_label_studio_duplicate_tasks_deleted_total",
+            "Review tasks made twice for one review event (an import that failed after Label Studio saved it), "
+            "deleted.", registry=r)
         self.label_studio_errors = Counter("labelwatch_label_studio_errors_total",
                                            "Calls to Label Studio that failed (retried at the next reconcile).",
                                            registry=r)
