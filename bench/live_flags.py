@@ -7,8 +7,7 @@ re-audit's, scoring both against the labels the noise changed:
 - ``reviews``: the first N fine-food reviews of the demo kit (classes ``great``/``other``, which
   overlap), in the order of ``numpy.random.default_rng(0).permutation``;
 - ``two_sources``: fine-food reviews and tweets shuffled together, classes ``review``/``tweet``
-  (two plainly different kinds of text, like spam and ham), as tests/test_label_studio_kafka.py
-  streams them through Label Studio.
+  (two plainly different kinds of text, like spam and ham).
 
 Noise: ``consumer.demo.datasets.inject_noise(labels, NOISE, seed=0)``.
 

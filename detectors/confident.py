@@ -352,30 +352,16 @@ class ConfidentLearning(Detector):
         proba = self._blend(sources, len(batch))
         # a label the evidence could not know yet (too few learned samples) says nothing about its threshold
         learned = np.pad(self._learned_per_class, (0, len(self.classes) - len(self._learned_per_class)))
-        blind = proba.sum(axis=1) == 0  # judged before there was any evidence (the first step)
-        self._calibrate(proba, label_ids, ~blind & (learned[label_ids] >= self.min_class_count))
-        if self.neighbors is not None:
-            self.neighbors.learn(batch.vectors, label_ids, batch.keys())
-        if self.model is not None:
-            self.model.learn(self._model_features(batch.vectors), label_ids, batch.keys())
-        self._learned_per_class = np.bincount(label_ids, minlength=len(self.classes)) + learned
-        self.n_learned += len(batch)
-        if blind.any() and self.n_learned >= self.warmup:
-            # cleanlab's cross-validation, once: the samples judged blind get out-of-sample
-            # probabilities from what was just learned (the model of their own fold, which has not
-            # learned them; their neighbours, themselves left out), so the first step's labels set
-            # the thresholds and the noise budget instead of the second step waiting for them
-            rows = np.flatnonzero(blind).tolist()
-            late = self.blended_proba(batch.take(rows))
-            counts = self._learned_per_class[label_ids[rows]]
-            self._calibrate(late, label_ids[rows], (late.sum(axis=1) > 0) & (counts >= self.min_class_count))
-
-    def _calibrate(self, proba: np.ndarray, label_ids: np.ndarray, has_evidence: np.ndarray) -> None:
-        """Teach the per-class thresholds and the noise budget the out-of-sample ``proba`` of the rows
-        ``has_evidence`` marks."""
+        has_evidence = (proba.sum(axis=1) > 0) & (learned[label_ids] >= self.min_class_count)
         self.thresholds.update(proba[has_evidence], label_ids[has_evidence])
         thresholds = self.thresholds.values(len(self.classes))
         rule, _ = confident_disagreement(proba, label_ids, thresholds)
         counted = (proba >= thresholds[None, :]).any(axis=1)  # in the confident joint
         self.budget.update(label_margin(proba[has_evidence], label_ids[has_evidence]), label_ids[has_evidence],
                            rule[has_evidence], counted[has_evidence])
+        if self.neighbors is not None:
+            self.neighbors.learn(batch.vectors, label_ids, batch.keys())
+        if self.model is not None:
+            self.model.learn(self._model_features(batch.vectors), label_ids, batch.keys())
+        self._learned_per_class = np.bincount(label_ids, minlength=len(self.classes)) + learned
+        self.n_learned += len(batch)

@@ -357,38 +357,3 @@ def test_a_signal_clamps_its_score_into_the_unit_interval_once_for_every_consume
     assert Signal(-1e-9, False).score == 0.0
     assert Signal(0.25, False).score == 0.25
 
-
-# --- the first learning step -----------------------------------------------------------------------
-
-def noisy_stream(n: int, noise: float, seed: int = 0):
-    """``clean_batches``' three clusters as one batch of ``n``, with which samples were flipped."""
-    rng = np.random.default_rng(seed)
-    which = rng.integers(0, len(CENTERS), n)
-    vectors = CENTERS[which] + rng.normal(scale=3.0, size=(n, CENTERS.shape[1]))
-    flipped = rng.random(n) < noise
-    labels = np.where(flipped, (which + 1) % len(CENTERS), which)
-    return Batch(vectors, [NAMES[y] for y in labels], None, [str(i) for i in range(n)]), flipped
-
-
-def test_the_first_step_sets_the_noise_estimate_though_it_was_judged_blind():
-    # its samples were judged before anything was learned, so they had no evidence; once learned
-    # they are predicted out of sample (their fold's model, their neighbours without themselves)
-    batch, flipped = noisy_stream(500, 0.15)
-    confident = MonitorConfig(detectors=["confident"], voters=["confident"]).build_detectors()[0]
-    assert all(not s.flagged and s.score == 0 for s in confident.score_many(batch))
-    confident.learn_many(batch)
-    assert confident.estimated_error_rate() == pytest.approx(flipped.mean(), abs=0.04)
-    assert np.isfinite(confident.thresholds.values(3)).all()
-
-
-def test_a_monitor_flags_while_streaming_from_the_second_step_on():
-    batch, flipped = noisy_stream(800, 0.15)
-    monitor = LabelMonitor.from_config(MonitorConfig())  # learning steps of 500
-    flagged, sent = [], []
-    for start in range(0, 800, 50):
-        assessments, late = monitor.process(batch.take(range(start, start + 50)))
-        now = [start + i for i, a in enumerate(assessments) if a.verdict.flagged] + [int(v.sample_id) for v in late]
-        flagged += now
-        sent += [start] * len(now)
-    assert min(sent) == 450  # the batch that completes the step: its re-audits, then first verdicts after it
-    assert len(flagged) >= 10 and flipped[flagged].mean() >= 0.9
