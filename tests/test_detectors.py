@@ -356,4 +356,3 @@ def test_a_signal_clamps_its_score_into_the_unit_interval_once_for_every_consume
     assert Signal(1.0000001, True).score == 1.0
     assert Signal(-1e-9, False).score == 0.0
     assert Signal(0.25, False).score == 0.25
-
