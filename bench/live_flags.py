@@ -25,7 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from consumer.demo.datasets import inject_noise, load
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.quality import LIVE  # noqa: E402
+from consumer.demo.datasets import inject_noise, load  # noqa: E402
 
 
 def reviews(n: int):
@@ -54,8 +58,7 @@ def measure(name: str, n: int, noise: float, flags: list[str], workdir: Path) ->
                               for i, (t, y) in enumerate(zip(texts, noisy))))
     done = subprocess.run([sys.executable, "-m", "consumer", "audit", str(source), "--out", str(events), *flags],
                           capture_output=True, text=True, check=True)
-    summary = done.stderr.strip().splitlines()[-1]
-    live = int(summary.split("(")[1].split(" of the events")[0])
+    live = int(LIVE.search(done.stderr).group(1))  # the summary line bench/quality.py reads too
     ids = [int(json.loads(line)["sample_id"]) for line in events.read_text().splitlines()]
     parts = {"live": ids[:live], "final re-audit": ids[live:]}
     return {"stream": name, "n": n, "wrong labels": int(corrupted.sum()),
