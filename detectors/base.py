@@ -141,6 +141,13 @@ class Detector(ABC):
         return np.zeros(len(batch), dtype=bool)
 
     @property
+    def provisional(self) -> bool:
+        """Whether the detector's flags rest on a provisional calibration: one fitted on little evidence,
+        to be replaced. While it is, the monitor sends a flag of it only where the detectors that are
+        not provisional all flag too (:meth:`~detectors.LabelMonitor.process`). The default: never."""
+        return False
+
+    @property
     def neighbor_index(self) -> NeighborIndex | None:
         """The detector's :class:`~detectors.neighbors.NeighborIndex` of past samples, if it keeps one
         (what the monitor shows reviewers a flagged sample's nearest earlier samples from)."""

@@ -89,12 +89,17 @@ class ClusterDisagreement(Detector):
         self._labels = LabelIndex()
         self._vectors: np.ndarray | None = None  # ring buffer of recent vectors
         self._label_ids = np.zeros(window, dtype=np.int64)
+        self._ids: list[str | None] = [None] * window  # the sample id in each slot, for leave-one-out re-scores
         self._assigned = np.zeros(window, dtype=np.int64)
         self._filled = 0
         self._next = 0
         self._counts = np.zeros((n_clusters, 0), dtype=np.int64)
         self.cluster_totals = np.zeros(n_clusters, dtype=np.int64)
         self._prefit: list[np.ndarray] = []
+
+    def __setstate__(self, state: dict) -> None:
+        # (older checkpoints kept no sample ids: their window's slots have none, and re-score in sample)
+        self.__dict__.update({"_ids": [None] * state["window"], **state})
 
     def __repr__(self) -> str:
         return f"ClusterDisagreement(n_clusters={self.n_clusters}, window={self.window})"
@@ -112,36 +117,48 @@ class ClusterDisagreement(Detector):
     def score_many(self, batch: Batch) -> list[Signal]:
         if not self._fitted:
             return [NEUTRAL] * len(batch)
-        clusters = self.assign(batch.vectors)
+        return [self._judge(cluster, self._counts[cluster], label)
+                for cluster, label in zip(self.assign(batch.vectors).tolist(), batch.labels)]
+
+    def rescore_many(self, batch: Batch, *, refit_thresholds: bool = False) -> list[Signal]:
+        """Re-judge learned samples against their cluster now, each left out of its cluster's counts.
+
+        >>> detector = ClusterDisagreement(n_clusters=1, min_cluster_size=2, window=8)
+        >>> detector.learn_many(Batch.of([[0.0], [0.1], [0.2]], ["a", "a", "b"], ids=["1", "2", "3"]))
+        >>> [s.flagged for s in detector.rescore_many(Batch.of([[0.0], [0.2]], ["a", "b"], ids=["1", "3"]))]
+        [False, True]
+        """
+        if not self._fitted:
+            return [NEUTRAL] * len(batch)
+        slots = {key: slot for slot, key in enumerate(self._ids[: self._filled]) if key is not None}
         signals = []
-        for cluster, label in zip(clusters.tolist(), batch.labels):
-            counts = self._counts[cluster]
-            size = int(counts.sum())
-            if size < self.min_cluster_size:
-                signals.append(Signal(0.0, False, details={"cluster_id": cluster, "cluster_size": size}))
-                continue
-            majority = int(counts.argmax())
-            majority_share = counts[majority] / size
-            own = counts[self._labels._ids[label]] if label in self._labels._ids else 0
-            score = float(1.0 - own / size)
-            majority_label = self._labels.labels[majority]
-            flagged = bool(majority_label != label and majority_share >= self.min_majority)
-            signals.append(
-                Signal(
-                    score,
-                    flagged,
-                    majority_label if majority_label != label else None,
-                    {"cluster_id": cluster, "cluster_size": size, "majority_label": majority_label,
-                     "majority_share": round(float(majority_share), 4)},
-                )
-            )
+        for cluster, label, key in zip(self.assign(batch.vectors).tolist(), batch.labels, batch.ids):
+            counts, slot = self._counts[cluster], slots.get(key)
+            if slot is not None and self._assigned[slot] == cluster:
+                counts = counts.copy()
+                counts[self._label_ids[slot]] -= 1
+            signals.append(self._judge(cluster, counts, label))
         return signals
+
+    def _judge(self, cluster: int, counts: np.ndarray, label: str) -> Signal:
+        """The signal for ``label`` in ``cluster``, whose window holds ``counts`` of each label."""
+        size = int(counts.sum())
+        if size < self.min_cluster_size:
+            return Signal(0.0, False, details={"cluster_id": cluster, "cluster_size": size})
+        majority = int(counts.argmax())
+        majority_share = counts[majority] / size
+        own = counts[self._labels._ids[label]] if label in self._labels._ids else 0
+        majority_label = self._labels.labels[majority]
+        flagged = bool(majority_label != label and majority_share >= self.min_majority)
+        return Signal(float(1.0 - own / size), flagged, majority_label if majority_label != label else None,
+                      {"cluster_id": cluster, "cluster_size": size, "majority_label": majority_label,
+                       "majority_share": round(float(majority_share), 4)})
 
     def learn_many(self, batch: Batch) -> None:
         if len(batch) == 0:
             return
         label_ids = self._labels.encode(batch.labels)
-        self._remember(batch.vectors, label_ids)
+        self._remember(batch.vectors, label_ids, batch.ids)
         if not self._fitted:
             self._prefit.append(batch.vectors)  # fewer than n_clusters samples until the first fit
             if self._filled < self.n_clusters:
@@ -206,15 +223,18 @@ class ClusterDisagreement(Detector):
     def _window_vectors(self) -> np.ndarray:
         return self._vectors[: self._filled]
 
-    def _remember(self, vectors: np.ndarray, label_ids: np.ndarray) -> None:
+    def _remember(self, vectors: np.ndarray, label_ids: np.ndarray, ids=None) -> None:
         if self._vectors is None:
             self._vectors = np.zeros((self.window, vectors.shape[1]), dtype=np.float32)
         n = len(vectors)
+        ids = [None] * n if ids is None else list(ids)
         if n >= self.window:
-            vectors, label_ids, n = vectors[-self.window :], label_ids[-self.window :], self.window
+            vectors, label_ids, ids, n = vectors[-self.window :], label_ids[-self.window :], ids[-self.window :], self.window
         slots = (self._next + np.arange(n)) % self.window
         self._vectors[slots] = vectors
         self._label_ids[slots] = label_ids
+        for slot, key in zip(slots.tolist(), ids):
+            self._ids[slot] = key
         self._next = int((self._next + n) % self.window)
         self._filled = min(self.window, self._filled + n)
 

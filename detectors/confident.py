@@ -14,7 +14,7 @@ from detectors.lda import FoldLDA
 from detectors.model import RandomProjection, UserPrediction
 from detectors.neighbors import NeighborIndex, NeighborSearch
 from detectors.registry import register
-from detectors.noise import ClassThresholds, NoiseBudget, SourceMix, confident_disagreement, label_margin
+from detectors.noise import Calibration, ClassThresholds, NoiseBudget, SourceMix, confident_disagreement, label_margin
 
 
 @register
@@ -62,6 +62,10 @@ class ConfidentLearning(Detector):
         online_budget_share: float = Field(
             0.25, gt=0, le=1, description="Share of a label's estimated noise rate that first verdicts and each live "
                                           "re-audit may flag (the final re-audit of `audit` uses all of it).")
+        provisional_budget_share: float = Field(
+            0.5, gt=0, le=1, description="Share of a label's estimated noise rate that flags may use while the "
+                                         "calibration is provisional (from the first learning step alone); the "
+                                         "monitor sends them only where every other detector flags too.")
         n_folds: int = Field(5, ge=2, description="Folds of the cross-fitted model.")
         min_class_count: int = Field(5, ge=1, description="Samples of a label before it gets a threshold.")
         confident_warmup: int = Field(50, ge=0, description="Samples confident learning learns before judging.")
@@ -71,12 +75,14 @@ class ConfidentLearning(Detector):
         return cls(k=p.neighbors_k, per_class=p.neighbors_per_class, n_folds=p.n_folds,
                    neighbor_weight=p.neighbor_weight, model_weight=p.cross_fit_weight, user_weight=p.user_weight,
                    min_class_count=p.min_class_count, warmup=p.confident_warmup,
-                   model_max_features=p.cross_fit_features, budget_share=p.online_budget_share, seed=seed,
+                   model_max_features=p.cross_fit_features, budget_share=p.online_budget_share,
+                   provisional_budget_share=p.provisional_budget_share, seed=seed,
                    search=p.neighbor_search)
 
     def __init__(self, *, k: int = 10, per_class: int = 1000, n_folds: int = 5, neighbor_weight: float = 1.0,
                  model_weight: float = 1.0, user_weight: float = 0.5, min_class_count: int = 5, warmup: int = 50,
                  model_max_features: int = 384, budget_share: float = 0.25, reaudit_budget_share: float | None = None,
+                 provisional_budget_share: float = 0.5,
                  quality_method: str = "self_confidence", seed: int = 0, search: str = "brute"):
         self.k = k
         self.per_class = per_class
@@ -90,6 +96,7 @@ class ConfidentLearning(Detector):
         self.budget_share = budget_share
         # live re-audits spend like first verdicts: a flag sent while streaming cannot be taken back
         self.reaudit_budget_share = budget_share if reaudit_budget_share is None else reaudit_budget_share
+        self.provisional_budget_share = provisional_budget_share
         self.quality_method = quality_method
         self.seed = seed
         self.classes = LabelIndex()
@@ -187,7 +194,8 @@ class ConfidentLearning(Detector):
                flags: np.ndarray | None = None) -> list[Signal]:
         rule, best = confident_disagreement(proba, label_ids, thresholds)
         if flags is None:
-            flags = rule & self.budget.within(label_margin(proba, label_ids), label_ids, self.budget_share)
+            flags = rule & self.calibration.budget.within(label_margin(proba, label_ids), label_ids,
+                                                          self._share(self.budget_share))
         if not len(proba):
             return []
         quality = get_label_quality_scores(label_ids, proba, method=self.quality_method)
@@ -212,11 +220,30 @@ class ConfidentLearning(Detector):
         label_ids = self.classes.encode(batch.labels)
         sources = self._sources(batch)
         self._remember(batch, sources)
-        return self._judge(self._blend(sources, len(batch)), label_ids, self.thresholds.values(len(self.classes)))
+        return self._judge(self._blend(sources, len(batch)), label_ids,
+                           self.calibration.thresholds.values(len(self.classes)))
 
     def estimated_error_rate(self) -> float:
         """The share of learned samples mislabelled, estimated as cleanlab does: the calibrated confident joint."""
-        return self.budget.calibrated_error_rate()
+        return self.calibration.estimated_error_rate()
+
+    provisional_calibration: Calibration | None = None  # (a class default: older checkpoints have none)
+
+    @property
+    def calibration(self) -> Calibration:
+        """The thresholds and noise budget in force: the provisional calibration of a first step judged
+        blind (:meth:`learn_many`) until a step judged with evidence is learned, then the one learned
+        from every such step."""
+        return self.provisional_calibration or Calibration(self.thresholds, self.budget)
+
+    @property
+    def provisional(self) -> bool:
+        return self.provisional_calibration is not None
+
+    def _share(self, settled: float) -> float:
+        """The share of the noise budget a live flag may use: ``settled`` once the calibration is, and
+        ``provisional_budget_share`` before, where the monitor asks every other detector to agree."""
+        return self.provisional_budget_share if self.provisional else settled
 
     def rescore_cannot_flag(self, batch: Batch) -> np.ndarray:
         """The rows a live :meth:`rescore_many` certainly leaves unflagged, proven before any full
@@ -244,8 +271,9 @@ class ConfidentLearning(Detector):
         if user is not None:
             sources["user"] = user
         sources = {name: np.pad(p, ((0, 0), (0, n_classes - p.shape[1]))) for name, p in sources.items()}
-        thresholds = self.thresholds.values(n_classes)
-        cutoffs = self.budget.cutoffs(label_ids, self.reaudit_budget_share)
+        calibration = self.calibration
+        thresholds = calibration.thresholds.values(n_classes)
+        cutoffs = calibration.budget.cutoffs(label_ids, self._share(self.reaudit_budget_share))
 
         def clean_within(rows: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
             """Whether ``rows`` are clean for every vote between ``low`` and ``high`` (and for none, where ``low`` allows it)."""
@@ -284,9 +312,11 @@ class ConfidentLearning(Detector):
         label_ids = self.classes.encode(batch.labels)
         proba = self.blended_proba(batch, reuse=True)
         if not refit_thresholds:
-            thresholds = self.thresholds.values(len(self.classes))
+            calibration = self.calibration
+            thresholds = calibration.thresholds.values(len(self.classes))
             rule, _ = confident_disagreement(proba, label_ids, thresholds)
-            within = self.budget.within(label_margin(proba, label_ids), label_ids, self.reaudit_budget_share)
+            within = calibration.budget.within(label_margin(proba, label_ids), label_ids,
+                                               self._share(self.reaudit_budget_share))
             return self._judge(proba, label_ids, thresholds, rule & within)
         return self._judge(proba, label_ids, ClassThresholds.fit(proba, label_ids), self._batch_issues(proba, label_ids))
 
@@ -352,16 +382,29 @@ class ConfidentLearning(Detector):
         proba = self._blend(sources, len(batch))
         # a label the evidence could not know yet (too few learned samples) says nothing about its threshold
         learned = np.pad(self._learned_per_class, (0, len(self.classes) - len(self._learned_per_class)))
-        has_evidence = (proba.sum(axis=1) > 0) & (learned[label_ids] >= self.min_class_count)
-        self.thresholds.update(proba[has_evidence], label_ids[has_evidence])
-        thresholds = self.thresholds.values(len(self.classes))
-        rule, _ = confident_disagreement(proba, label_ids, thresholds)
-        counted = (proba >= thresholds[None, :]).any(axis=1)  # in the confident joint
-        self.budget.update(label_margin(proba[has_evidence], label_ids[has_evidence]), label_ids[has_evidence],
-                           rule[has_evidence], counted[has_evidence])
+        judged_blind = not (proba.sum(axis=1) > 0).any()
+        Calibration(self.thresholds, self.budget).learn(proba, label_ids, (proba.sum(axis=1) > 0) & (
+            learned[label_ids] >= self.min_class_count))
         if self.neighbors is not None:
             self.neighbors.learn(batch.vectors, label_ids, batch.keys())
         if self.model is not None:
             self.model.learn(self._model_features(batch.vectors), label_ids, batch.keys())
         self._learned_per_class = np.bincount(label_ids, minlength=len(self.classes)) + learned
         self.n_learned += len(batch)
+        self.provisional_calibration = self._cross_fit(batch, label_ids) if judged_blind else None
+
+    def _cross_fit(self, batch: Batch, label_ids: np.ndarray) -> Calibration | None:
+        """A provisional calibration from a step judged blind (nothing was learned before it), once it is learned.
+
+        cleanlab's cross-validation, once: each sample is predicted by what the step taught, still out
+        of sample (the model of its own fold, which has not learned it; its neighbours, itself left
+        out). A step judged with evidence replaces it: those models saw the whole step, where each
+        fold's model here saw four fifths of it, and the thresholds and budget it learns stay.
+        """
+        if self.n_learned < self.warmup:
+            return None
+        proba = self.blended_proba(batch)
+        calibration = Calibration.fresh(self.min_class_count, self.per_class, self.seed)
+        calibration.learn(proba, label_ids, (proba.sum(axis=1) > 0) & (
+            self._learned_per_class[label_ids] >= self.min_class_count))
+        return calibration

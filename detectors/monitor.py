@@ -102,9 +102,23 @@ class LabelMonitor:
     def detector(self, name: str) -> Detector | None:
         return next((d for d in self.detectors if d.name == name), None)
 
-    def _assess(self, signals: dict[str, Signal]) -> Assessment:
+    def _assess(self, signals: dict[str, Signal], provisional: frozenset[str] = frozenset()) -> Assessment:
         voting = {name: s for name, s in signals.items() if self.voters is None or name in self.voters}
-        return Assessment(self.combiner.combine(voting), signals)
+        verdict = self.combiner.combine(voting)
+        if verdict.flagged and provisional and all(name in provisional for name, s in voting.items() if s.flagged):
+            corroborating = [d.name for d in self.detectors if d.name not in provisional and d.name in signals]
+            if not corroborating or not all(signals[name].flagged for name in corroborating):
+                verdict = _withdrawn(Assessment(verdict, signals), provisional=sorted(provisional),
+                                     not_corroborated_by=corroborating).verdict
+        return Assessment(verdict, signals)
+
+    def _provisional(self) -> frozenset[str]:
+        """The detectors whose calibration is provisional (:attr:`~detectors.base.Detector.provisional`).
+
+        A flag that only they raise is sent only where every other detector flags the sample too,
+        and never without one: their calibration comes from the first step alone (on text, from 500
+        samples it over-estimates the noise, and its flags were right far less often than later ones)."""
+        return frozenset(d.name for d in self.detectors if d.provisional)
 
     @on_one_thread
     def process(self, batch: Batch, payloads: Sequence[Any] | None = None, *,
@@ -187,8 +201,10 @@ class LabelMonitor:
     def _judge(self, batch: Batch, payloads: Sequence[Any],
                evidence: Mapping[str, Sequence[Signal | None]]) -> list[Assessment]:
         per_detector = {d.name: d.score_many(batch) for d in self.detectors}
+        provisional = self._provisional()
         assessments = [self._assess({**{name: sigs[i] for name, sigs in per_detector.items()},
-                                     **{name: sigs[i] for name, sigs in evidence.items() if sigs[i] is not None}})
+                                     **{name: sigs[i] for name, sigs in evidence.items() if sigs[i] is not None}},
+                                    provisional)
                        for i in range(len(batch))]
         assessments = self._within_budget(self._hold_back(assessments, batch.vectors, batch.labels), late=False)
         assessments = self._with_context(assessments, batch)  # every stored neighbour arrived before: no filter
@@ -415,10 +431,12 @@ class LabelMonitor:
         rescored = {d.name: rescored[d.name] if d.name in rescored else d.rescore_many(batch, refit_thresholds=refit_thresholds)
                     for d in self.detectors}  # in detector order, as first verdicts list them
         late = []
+        # the final re-audit refits its thresholds over the window (batch cleanlab): nothing provisional is used
+        provisional = frozenset() if refit_thresholds else self._provisional()
         assessments = [self._assess({**{name: (sigs[i] if sigs is not None else entry.assessment.signals[name])
                                         for name, sigs in rescored.items()},
                                      **{name: entry.assessment.signals[name] for name in EVIDENCE
-                                        if name in entry.assessment.signals}})
+                                        if name in entry.assessment.signals}}, provisional)
                        for i, entry in enumerate(pending)]
         assessments = self._hold_back(assessments, batch.vectors, batch.labels)
         if refit_thresholds:  # the final re-audit: cleanlab's find_label_issues decides, within what is left

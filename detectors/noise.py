@@ -3,8 +3,8 @@
 Per-class thresholds kept online (:class:`ClassThresholds`), cleanlab's confident-joint rule
 (:func:`confident_disagreement`), its noise-rate budget (:class:`NoiseBudget`, ranked by
 :func:`label_margin`), and the data-chosen share of neighbours and model in the blend
-(:class:`SourceMix`, scored by :func:`mean_auc`). :class:`~detectors.confident.ConfidentLearning`
-puts them together.
+(:class:`SourceMix`, scored by :func:`mean_auc`); :class:`Calibration` teaches thresholds and budget
+together. :class:`~detectors.confident.ConfidentLearning` puts them together.
 """
 
 from __future__ import annotations
@@ -146,6 +146,39 @@ class NoiseBudget:
                 out[label_ids == label] = np.quantile(np.asarray(reservoir),
                                                       1.0 - min(share * self.noise_rate(label), 1.0))
         return out
+
+
+class Calibration:
+    """What confident learning learns from out-of-sample probabilities: the per-class thresholds and
+    the noise budget, taught together.
+
+    >>> calibration = Calibration.fresh(min_count=1)
+    >>> calibration.learn(np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.9, 0.1]]), np.array([0, 0, 1, 1]))
+    >>> calibration.thresholds.values(2).round(2).tolist(), calibration.estimated_error_rate()
+    ([0.85, 0.5], 0.25)
+    """
+
+    def __init__(self, thresholds: ClassThresholds, budget: NoiseBudget):
+        self.thresholds = thresholds
+        self.budget = budget
+
+    @classmethod
+    def fresh(cls, min_count: int = 5, capacity: int = 1000, seed: int = 0) -> Calibration:
+        return cls(ClassThresholds(min_count), NoiseBudget(capacity, min_count, seed=seed))
+
+    def learn(self, proba: np.ndarray, label_ids: np.ndarray, has_evidence: np.ndarray | None = None) -> None:
+        """Teach both the rows ``has_evidence`` marks (default: every row with some probability)."""
+        if has_evidence is None:
+            has_evidence = proba.sum(axis=1) > 0
+        proba, label_ids = proba[has_evidence], label_ids[has_evidence]
+        self.thresholds.update(proba, label_ids)
+        thresholds = self.thresholds.values(proba.shape[1])
+        rule, _ = confident_disagreement(proba, label_ids, thresholds)
+        counted = (proba >= thresholds[None, :]).any(axis=1)  # in the confident joint
+        self.budget.update(label_margin(proba, label_ids), label_ids, rule, counted)
+
+    def estimated_error_rate(self) -> float:
+        return self.budget.calibrated_error_rate()
 
 
 def label_margin(proba: np.ndarray, label_ids: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The Label Studio bridge against a real Label Studio server, a real broker and `labelwatch run`.
 
-Annotations made through Label Studio's API (some deliberately wrong) reach labelwatch through
-the bridge's webhooks; flagged ones come back as predicted tasks of a review project; answering
+Set up as docs/label-studio.md says, with labelwatch's detector defaults: 800 annotations made
+through Label Studio's API (15% deliberately wrong) reach labelwatch through the bridge's webhooks; flagged ones come back as predicted tasks of a review project; answering
 those makes Corrections that `labelwatch run` applies. The bridge is killed mid-stream and
 restarted: no annotation is lost or sent twice, and no review task is made twice.
 """
@@ -29,8 +29,19 @@ from schemas import AnnotatedSample, Correction, DeadLetter, ReviewEvent, Sample
 
 pytestmark = pytest.mark.kafka
 
-N = 600  # annotations: six learning steps of 100
-NOISE = 0.12
+N = 800  # annotations, as issue 27 made them: one default learning step of 500, and 300 judged after it
+NOISE = 0.15
+
+
+def two_sources():
+    """Texts of two plainly different kinds, like spam and ham: fine-food reviews and tweets (the
+    demo kit's real sets), shuffled together with a fixed seed."""
+    reviews, tweets = load("reviews"), load("tweets")
+    rng = np.random.default_rng(0)
+    texts = [reviews.texts[i] for i in rng.permutation(len(reviews.texts))[:N]] + \
+            [tweets.texts[i] for i in rng.permutation(len(tweets.texts))[:N]]
+    order = rng.permutation(2 * N)[:N]
+    return [texts[i] for i in order], (order >= N).astype(np.int64), ["review", "tweet"]
 
 
 def label_config(classes) -> str:
@@ -89,14 +100,12 @@ def test_annotations_flow_in_review_tasks_out_and_answers_back_through_a_bridge_
     server = started(tmp_path)
     bridge = service = None
     try:
-        data = load("reviews")
-        classes = data.class_names
-        rows = np.random.default_rng(0).permutation(len(data))[:N]
-        noisy, corrupted = inject_noise(data.labels[rows], NOISE, n_classes=len(classes), seed=0)
+        texts, truth, classes = two_sources()
+        noisy, corrupted = inject_noise(truth, NOISE, n_classes=len(classes), seed=0)
         source = server.call("POST", "/api/projects/", {"title": "reviews", "label_config": label_config(classes)})["id"]
         review = server.call("POST", "/api/projects/", {"title": "labelwatch review",
                                                         "label_config": label_config(classes)})["id"]
-        server.call("POST", f"/api/projects/{source}/import", [{"data": {"text": data.texts[i]}} for i in rows])
+        server.call("POST", f"/api/projects/{source}/import", [{"data": {"text": text}} for text in texts])
         tasks = sorted(server.call("GET", f"/api/projects/{source}/export?exportType=JSON&download_all_tasks=true"),
                        key=lambda t: t["id"])
         assert len(tasks) == N
@@ -104,7 +113,7 @@ def test_annotations_flow_in_review_tasks_out_and_answers_back_through_a_bridge_
         topics = fresh_topics(bootstrap, unique_name, "in", "reviews", "dlq", "verdicts", "corrections")
         run_port, bridge_port = free_port(), free_port()
         service = start_service(bootstrap, tmp_path / "state", topics=topics, group=unique_name("g"), flags=(
-            "--corrections-topic", topics["corrections"], "--metrics-port", str(run_port), "--learning-step", "100"))
+            "--corrections-topic", topics["corrections"], "--metrics-port", str(run_port)))  # detector defaults
         bridge = start_bridge(bootstrap, topics, server.url, source, review, bridge_port)
 
         def annotate(k: int) -> None:
@@ -148,7 +157,8 @@ def test_annotations_flow_in_review_tasks_out_and_answers_back_through_a_bridge_
         assert len(ids) == len(set(ids)), "\n".join(output_of(p)[-2500:] for p in LOGS)  # no task made twice
         by_id = {str(t["id"]): k for k, t in enumerate(tasks)}
         wrong = sum(bool(corrupted[by_id[t["data"]["sample_id"]]]) for t in made)
-        assert wrong >= 2 and wrong / len(made) >= 2 * NOISE, \
+        print(f"{len(made)} review tasks, {wrong} of them truly wrong labels")  # (the figure docs/label-studio.md cites)
+        assert len(made) >= 20 and wrong / len(made) >= 0.5, \
             f"{wrong} of {len(made)} review tasks are truly wrong labels, against {NOISE:.0%} of the stream"
         for task in made:
             predictions = server.call("GET", f"/api/tasks/{task['id']}/")["predictions"]

@@ -117,8 +117,9 @@ class Bridge:
             return (f"{flow['annotations_on_input_topic']} annotations are on {self.settings.input_topic}, and no "
                     f"review event{f' of dataset {mine!r}' if mine else ''} has come back on "
                     f"{self.settings.review_topic} yet: check that labelwatch run judges {self.settings.input_topic} "
-                    f"and writes to {self.settings.review_topic} (with the default learning step of 500 it flags "
-                    "nothing before its second step, about the 1,000th annotation: see its labelwatch_review_events_total)")
+                    f"and writes to {self.settings.review_topic} (it flags nothing before its first learning step, 500 "
+                    "annotations by default, is learned, and until the second step only what the clusters confirm: "
+                    "see its labelwatch_review_events_total)")
         return None
 
     # -- the flows -----------------------------------------------------------------------------
