@@ -17,11 +17,11 @@ import tempfile
 import time
 import urllib.request
 
-import numpy as np
 import pytest
 
+from bench.live_flags import two_sources  # like spam and ham: fine-food reviews and tweets, shuffled
 from consumer.demo.broker import free_port
-from consumer.demo.datasets import inject_noise, load
+from consumer.demo.datasets import inject_noise
 from consumer.export import read_topic
 from kafka_helpers import fresh_topics, output_of, start_service
 from label_studio_server import TOKEN, started
@@ -31,17 +31,6 @@ pytestmark = pytest.mark.kafka
 
 N = 800  # annotations, as issue 27 made them: one default learning step of 500, and 300 judged after it
 NOISE = 0.15
-
-
-def two_sources():
-    """Texts of two plainly different kinds, like spam and ham: fine-food reviews and tweets (the
-    demo kit's real sets), shuffled together with a fixed seed."""
-    reviews, tweets = load("reviews"), load("tweets")
-    rng = np.random.default_rng(0)
-    texts = [reviews.texts[i] for i in rng.permutation(len(reviews.texts))[:N]] + \
-            [tweets.texts[i] for i in rng.permutation(len(tweets.texts))[:N]]
-    order = rng.permutation(2 * N)[:N]
-    return [texts[i] for i in order], (order >= N).astype(np.int64), ["review", "tweet"]
 
 
 def label_config(classes) -> str:
@@ -100,7 +89,7 @@ def test_annotations_flow_in_review_tasks_out_and_answers_back_through_a_bridge_
     server = started(tmp_path)
     bridge = service = None
     try:
-        texts, truth, classes = two_sources()
+        texts, truth, classes = two_sources(N)
         noisy, corrupted = inject_noise(truth, NOISE, n_classes=len(classes), seed=0)
         source = server.call("POST", "/api/projects/", {"title": "reviews", "label_config": label_config(classes)})["id"]
         review = server.call("POST", "/api/projects/", {"title": "labelwatch review",
