@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
 from pydantic import Field
 
@@ -14,7 +13,8 @@ from detectors.lda import FoldLDA
 from detectors.model import RandomProjection, UserPrediction
 from detectors.neighbors import NeighborIndex, NeighborSearch
 from detectors.registry import register
-from detectors.noise import Calibration, ClassThresholds, NoiseBudget, SourceMix, confident_disagreement, label_margin
+from detectors.noise import (Calibration, ClassThresholds, NoiseBudget, SourceMix, batch_label_issues,
+                             confident_disagreement, label_margin)
 
 
 @register
@@ -318,29 +318,7 @@ class ConfidentLearning(Detector):
             within = calibration.budget.within(label_margin(proba, label_ids), label_ids,
                                                self._share(self.reaudit_budget_share))
             return self._judge(proba, label_ids, thresholds, rule & within)
-        return self._judge(proba, label_ids, ClassThresholds.fit(proba, label_ids), self._batch_issues(proba, label_ids))
-
-    @staticmethod
-    def _batch_issues(proba: np.ndarray, label_ids: np.ndarray) -> np.ndarray | None:
-        """cleanlab's own ``find_label_issues`` over a whole window (``None`` where it cannot run)."""
-        has_evidence = proba.sum(axis=1) > 0
-        rows = np.flatnonzero(has_evidence)
-        present = np.unique(label_ids[rows])
-        if len(rows) < 10 or len(present) < 2:
-            return None
-        # cleanlab wants consecutive classes that all occur among the labels
-        remap = {old: new for new, old in enumerate(present.tolist())}
-        kept = rows[np.isin(label_ids[rows], present)]
-        sub = proba[np.ix_(kept, present)]
-        sub = sub / np.maximum(sub.sum(axis=1, keepdims=True), 1e-12)
-        labels = np.array([remap[v] for v in label_ids[kept].tolist()])
-        try:
-            issues = find_label_issues(labels, sub, n_jobs=1)
-        except (ValueError, AssertionError):
-            return None
-        flags = np.zeros(len(proba), dtype=bool)
-        flags[kept] = issues
-        return flags
+        return self._judge(proba, label_ids, ClassThresholds.fit(proba, label_ids), batch_label_issues(proba, label_ids))
 
     MAX_REMEMBERED_ROWS = 65_536
 

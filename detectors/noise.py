@@ -4,12 +4,14 @@ Per-class thresholds kept online (:class:`ClassThresholds`), cleanlab's confiden
 (:func:`confident_disagreement`), its noise-rate budget (:class:`NoiseBudget`, ranked by
 :func:`label_margin`), and the data-chosen share of neighbours and model in the blend
 (:class:`SourceMix`, scored by :func:`mean_auc`); :class:`Calibration` teaches thresholds and budget
-together. :class:`~detectors.confident.ConfidentLearning` puts them together.
+together, and :func:`batch_label_issues` runs cleanlab's ``find_label_issues`` over a whole window.
+:class:`~detectors.confident.ConfidentLearning` puts them together.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from cleanlab.filter import find_label_issues
 from scipy.stats import rankdata
 
 
@@ -258,3 +260,25 @@ def confident_disagreement(proba: np.ndarray, label_ids: np.ndarray, thresholds:
     above = proba >= thresholds[None, :]
     best = np.where(above, proba, -1.0).argmax(axis=1)
     return above.any(axis=1) & (best != label_ids), best
+
+
+def batch_label_issues(proba: np.ndarray, label_ids: np.ndarray) -> np.ndarray | None:
+    """cleanlab's own ``find_label_issues`` over a whole window (``None`` where it cannot run)."""
+    has_evidence = proba.sum(axis=1) > 0
+    rows = np.flatnonzero(has_evidence)
+    present = np.unique(label_ids[rows])
+    if len(rows) < 10 or len(present) < 2:
+        return None
+    # cleanlab wants consecutive classes that all occur among the labels
+    remap = {old: new for new, old in enumerate(present.tolist())}
+    kept = rows[np.isin(label_ids[rows], present)]
+    sub = proba[np.ix_(kept, present)]
+    sub = sub / np.maximum(sub.sum(axis=1, keepdims=True), 1e-12)
+    labels = np.array([remap[v] for v in label_ids[kept].tolist()])
+    try:
+        issues = find_label_issues(labels, sub, n_jobs=1)
+    except (ValueError, AssertionError):
+        return None
+    flags = np.zeros(len(proba), dtype=bool)
+    flags[kept] = issues
+    return flags
