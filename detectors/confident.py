@@ -227,7 +227,9 @@ class ConfidentLearning(Detector):
         """The share of learned samples mislabelled, estimated as cleanlab does: the calibrated confident joint."""
         return self.calibration.estimated_error_rate()
 
-    provisional_calibration: Calibration | None = None  # (a class default: older checkpoints have none)
+    # class defaults: older checkpoints have neither
+    provisional_calibration: Calibration | None = None
+    provisional_budget_share: float = 0.5
 
     @property
     def calibration(self) -> Calibration:

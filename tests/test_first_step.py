@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -88,3 +90,18 @@ def test_a_cluster_rescore_leaves_the_sample_out_of_its_cluster():
     assert in_sample.flagged and left_out.flagged
     (unknown,) = detector.rescore_many(Batch(vectors[:1], ["b"], None, ["never-learned"]))
     assert unknown.score == pytest.approx(0.8)  # not in the window: nothing to leave out
+
+
+def test_a_checkpoint_of_an_older_release_learns_its_first_step_provisionally_too():
+    batch, flipped = noisy_stream(600, 0.15)
+    confident = confident_learning()
+    confident.score_many(batch.take(range(100)))
+    state = pickle.loads(pickle.dumps(confident)).__dict__
+    for name in ("provisional_calibration", "provisional_budget_share"):  # what an older release never had
+        state.pop(name, None)
+    older = type(confident).__new__(type(confident))
+    older.__dict__.update(state)
+    older.learn_many(batch.take(range(500)))
+    assert older.provisional
+    flags = [s.flagged for s in older.score_many(batch.take(range(500, 600)))]
+    assert any(flags) and flipped[500:][flags].mean() >= 0.9
