@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from pydantic import Field
 from sklearn.cluster import MiniBatchKMeans
@@ -223,11 +225,11 @@ class ClusterDisagreement(Detector):
     def _window_vectors(self) -> np.ndarray:
         return self._vectors[: self._filled]
 
-    def _remember(self, vectors: np.ndarray, label_ids: np.ndarray, ids=None) -> None:
+    def _remember(self, vectors: np.ndarray, label_ids: np.ndarray, ids: Sequence[str]) -> None:
         if self._vectors is None:
             self._vectors = np.zeros((self.window, vectors.shape[1]), dtype=np.float32)
         n = len(vectors)
-        ids = [None] * n if ids is None else list(ids)
+        ids = list(ids)
         if n >= self.window:
             vectors, label_ids, ids, n = vectors[-self.window :], label_ids[-self.window :], ids[-self.window :], self.window
         slots = (self._next + np.arange(n)) % self.window

@@ -360,11 +360,9 @@ class ConfidentLearning(Detector):
         if hasattr(self, "mix"):
             self.mix.update(sources.get("neighbors"), sources.get("model"), label_ids)
         proba = self._blend(sources, len(batch))
-        # a label the evidence could not know yet (too few learned samples) says nothing about its threshold
         learned = np.pad(self._learned_per_class, (0, len(self.classes) - len(self._learned_per_class)))
         judged_blind = not (proba.sum(axis=1) > 0).any()
-        Calibration(self.thresholds, self.budget).learn(proba, label_ids, (proba.sum(axis=1) > 0) & (
-            learned[label_ids] >= self.min_class_count))
+        Calibration(self.thresholds, self.budget).learn(proba, label_ids, self._teaches(proba, label_ids, learned))
         if self.neighbors is not None:
             self.neighbors.learn(batch.vectors, label_ids, batch.keys())
         if self.model is not None:
@@ -385,6 +383,11 @@ class ConfidentLearning(Detector):
             return None
         proba = self.blended_proba(batch)
         calibration = Calibration.fresh(self.min_class_count, self.per_class, self.seed)
-        calibration.learn(proba, label_ids, (proba.sum(axis=1) > 0) & (
-            self._learned_per_class[label_ids] >= self.min_class_count))
+        calibration.learn(proba, label_ids, self._teaches(proba, label_ids, self._learned_per_class))
         return calibration
+
+    def _teaches(self, proba: np.ndarray, label_ids: np.ndarray, learned_per_class: np.ndarray) -> np.ndarray:
+        """The rows whose probabilities may teach a calibration: those with evidence, of labels with at
+        least ``min_class_count`` samples learned when they were predicted (a label the evidence could
+        not know yet says nothing about its threshold)."""
+        return (proba.sum(axis=1) > 0) & (learned_per_class[label_ids] >= self.min_class_count)
