@@ -53,7 +53,7 @@ STAGES = [
     ("judge (every detector's score)", monitor_module.LabelMonitor, "_judge"),
     ("learn (every detector)", monitor_module.LabelMonitor, "_learn_pending"),
     ("re-audit (rescoring due samples)", monitor_module.LabelMonitor, "_reaudit"),
-    ("  re-audit proofs (samples no voter can flag)", ConfidentLearning, "rescore_cannot_flag"),
+    ("  confident learning's re-audit (proofs, then re-scores)", ConfidentLearning, "reaudit"),
     ("  neighbour search (judge + re-audit + learn)", NeighborIndex, "predict_proba"),
     ("  neighbour vote bounds (in the proofs)", NeighborIndex, "vote_bounds"),
     ("  restandardising the stored rows (each step, in either)", NeighborIndex, "_matrix"),

@@ -122,23 +122,16 @@ class Detector(ABC):
     def learn_many(self, batch: Batch) -> None:
         """Update the detector's state with ``batch``."""
 
-    def rescore_many(self, batch: Batch, *, refit_thresholds: bool = False) -> list[Signal] | None:
-        """Re-judge samples this detector has already learned, still out of sample.
+    def reaudit(self, batch: Batch, *, final: bool = False, prove: bool = True) -> list[Signal | None] | None:
+        """Re-judge samples this detector has already learned, still out of sample (a re-audit).
 
-        ``refit_thresholds`` asks a detector with learned thresholds to refit them over ``batch``
-        alone, as a batch method would over a whole window (the final re-audit).
-
-        Returns ``None`` when the detector cannot do that; a re-audit then keeps its first signal.
+        ``final`` asks a detector with learned thresholds to refit them over ``batch`` alone, as a
+        batch method would over a whole window (the final re-audit). A live re-audit (not ``final``)
+        may answer ``None`` for a row it proves it would leave unflagged without re-scoring it (its
+        cheaper path); with ``prove=False`` it re-scores every row. Returns ``None`` when the
+        detector cannot re-score at all; a re-audit then keeps its first signal. The default.
         """
         return None
-
-    def rescore_cannot_flag(self, batch: Batch) -> np.ndarray:
-        """Which rows a live :meth:`rescore_many` (``refit_thresholds=False``) certainly leaves unflagged,
-        proven more cheaply than re-scoring them: a re-audit skips the rows no voter can flag.
-
-        Must never claim a row that :meth:`rescore_many` would flag. The default proves nothing.
-        """
-        return np.zeros(len(batch), dtype=bool)
 
     @property
     def provisional(self) -> bool:

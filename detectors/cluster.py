@@ -122,12 +122,13 @@ class ClusterDisagreement(Detector):
         return [self._judge(cluster, self._counts[cluster], label)
                 for cluster, label in zip(self.assign(batch.vectors).tolist(), batch.labels)]
 
-    def rescore_many(self, batch: Batch, *, refit_thresholds: bool = False) -> list[Signal]:
-        """Re-judge learned samples against their cluster now, each left out of its cluster's counts.
+    def reaudit(self, batch: Batch, *, final: bool = False, prove: bool = True) -> list[Signal]:
+        """Re-judge learned samples against their cluster now, each left out of its cluster's counts
+        (as cheap as judging: nothing to prove).
 
         >>> detector = ClusterDisagreement(n_clusters=1, min_cluster_size=2, window=8)
         >>> detector.learn_many(Batch.of([[0.0], [0.1], [0.2]], ["a", "a", "b"], ids=["1", "2", "3"]))
-        >>> [s.flagged for s in detector.rescore_many(Batch.of([[0.0], [0.2]], ["a", "b"], ids=["1", "3"]))]
+        >>> [s.flagged for s in detector.reaudit(Batch.of([[0.0], [0.2]], ["a", "b"], ids=["1", "3"]))]
         [False, True]
         """
         if not self._fitted:

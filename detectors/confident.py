@@ -35,7 +35,7 @@ class ConfidentLearning(Detector):
     whole window is re-scored at once, ``cleanlab.filter.find_label_issues`` itself decides.
 
     Both sources stay out of sample when an old sample is re-scored (leave-one-out neighbours,
-    the model of the sample's own fold), so :meth:`rescore_many` supports retrospective re-audit.
+    the model of the sample's own fold), so :meth:`reaudit` supports retrospective re-audit.
 
     Examples
     --------
@@ -137,20 +137,21 @@ class ConfidentLearning(Detector):
                 out[row, self.classes.id_of(label)] = p
         return out
 
-    def _sources(self, batch: Batch, *, reuse: bool = False) -> dict[str, np.ndarray]:
+    def _sources(self, batch: Batch, *, reuse: bool = False, neighbors: bool = True) -> dict[str, np.ndarray]:
         """Each source's out-of-sample probabilities over :attr:`classes` (sources without evidence left
-        out); ``reuse``: the samples were searched before (a re-audit), see :class:`NeighborIndex`."""
+        out); ``reuse``: the samples were searched before (a re-audit), see :class:`NeighborIndex`;
+        without ``neighbors``, every source but the neighbour vote."""
         self.classes.encode(batch.labels)
         user = self._user_proba(batch)
         n_classes = len(self.classes)
         sources = {}
-        if self.neighbors is not None and self.n_learned >= self.warmup:
+        if neighbors and self.neighbors is not None and self.n_learned >= self.warmup:
             sources["neighbors"] = self.neighbors.predict_proba(batch.vectors, batch.keys(), reuse=reuse)
         if self.model is not None and self.n_learned >= self.warmup:
             sources["model"] = self.model.predict_proba(self._model_features(batch.vectors), batch.keys())
         if user is not None:
             sources["user"] = user
-        return {name: np.pad(p, ((0, 0), (0, n_classes - p.shape[1]))) for name, p in sources.items()}
+        return {name: _padded(p, n_classes) for name, p in sources.items()}
 
     def _model_features(self, vectors: np.ndarray) -> np.ndarray:
         projection = getattr(self, "_projection", None)  # (older checkpoints' model projects by itself)
@@ -247,80 +248,94 @@ class ConfidentLearning(Detector):
         ``provisional_budget_share`` before, where the monitor asks every other detector to agree."""
         return self.provisional_budget_share if self.provisional else settled
 
-    def rescore_cannot_flag(self, batch: Batch) -> np.ndarray:
-        """The rows a live :meth:`rescore_many` certainly leaves unflagged, proven before any full
-        neighbour search.
+    def reaudit(self, batch: Batch, *, final: bool = False, prove: bool = True) -> list[Signal | None]:
+        """Re-judge learned samples out of sample; ``final`` refits the thresholds over this batch
+        alone and lets ``cleanlab.filter.find_label_issues`` decide, as batch cleanlab would over a
+        whole dataset.
 
-        The neighbour vote enters the blend with a known weight, and the index bounds each label's
-        share of it from the candidates it cached (:meth:`NeighborIndex.vote_bounds`; at worst
-        anywhere from 0 to 1). So each blended probability lies in an interval. A row is proven
-        clean when, anywhere in those intervals, no other label can clear its threshold, or the
-        margin cannot reach its label's budget cutoff; and, where the index may cast no vote at all,
-        when the blend of the other sources is clean too. Most correctly labelled samples are
-        proven clean, so a re-audit re-scores only the rest (:meth:`~detectors.LabelMonitor.process`).
+        **The proof** (a live re-audit with ``prove``). The neighbour vote enters the blend with a
+        known weight, so where it is only known to lie between bounds, each blended probability
+        lies in an interval (:meth:`_clean_within`). First with no bound at all (any vote from 0 to
+        1: the model alone decides), then with the bounds the index gives from the candidates it
+        cached (:meth:`NeighborIndex.vote_bounds`, exact where they prove the full search's vote):
+        a row that no vote in its interval can flag is answered ``None``, and only the rows left
+        are searched in full. Most correctly labelled samples are proven clean.
         """
-        none = np.zeros(len(batch), dtype=bool)
-        if self.neighbors is None or self.n_learned < self.warmup or len(batch) == 0:
-            return none
         label_ids = self.classes.encode(batch.labels)
-        user = self._user_proba(batch)
-        n_classes = len(self.classes)
-        if n_classes < 2:
-            return none
-        sources = {}
-        if self.model is not None:
-            sources["model"] = self.model.predict_proba(self._model_features(batch.vectors), batch.keys())
-        if user is not None:
-            sources["user"] = user
-        sources = {name: np.pad(p, ((0, 0), (0, n_classes - p.shape[1]))) for name, p in sources.items()}
+        if final:
+            proba = self.blended_proba(batch, reuse=True)
+            return self._judge(proba, label_ids, ClassThresholds.fit(proba, label_ids),
+                               batch_label_issues(proba, label_ids))
+        n_rows, n_classes = len(batch), len(self.classes)
         calibration = self.calibration
         thresholds = calibration.thresholds.values(n_classes)
-        cutoffs = calibration.budget.cutoffs(label_ids, self._share(self.reaudit_budget_share))
+        sources = self._sources(batch, neighbors=False)
+        judged = np.arange(n_rows)
+        if self.neighbors is not None and self.n_learned >= self.warmup:
+            cutoffs = calibration.budget.cutoffs(label_ids, self._share(self.reaudit_budget_share))
+            votes = np.zeros((n_rows, n_classes))
+            search = judged
+            if prove and n_classes >= 2:
+                search, judged = self._unproven(batch, sources, label_ids, thresholds, cutoffs, votes)
+            if len(search):
+                ids = batch.keys()
+                votes[search] = _padded(self.neighbors.predict_proba(
+                    batch.vectors[search], [ids[i] for i in search], reuse=not prove), n_classes)
+            sources = {"neighbors": votes, **sources}
+        sources = {name: proba[judged] for name, proba in sources.items()}
+        proba, own = self._blend(sources, len(judged)), label_ids[judged]
+        rule, _ = confident_disagreement(proba, own, thresholds)
+        within = calibration.budget.within(label_margin(proba, own), own, self._share(self.reaudit_budget_share))
+        out: list[Signal | None] = [None] * n_rows
+        for row, signal in zip(judged.tolist(), self._judge(proba, own, thresholds, rule & within)):
+            out[row] = signal
+        return out
 
-        def clean_within(rows: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-            """Whether ``rows`` are clean for every vote between ``low`` and ``high`` (and for none, where ``low`` allows it)."""
-            own = label_ids[rows]
-            at = np.arange(len(rows))
-            part = {name: proba[rows] for name, proba in sources.items()}
-            # class c's blended probability is between vote * low[c] + rest[c] and vote * high[c] + rest[c]
-            known, weight = self._weighted_sums(part, {"neighbors", *part}, len(rows))
-            neighbors = self._source_weights({"neighbors", *part})["neighbors"]
-            vote, rest = neighbors / (weight + neighbors), known / (weight + neighbors)
-            highest = vote * high + rest
-            highest[at, own] = -np.inf
-            slack = 1e-9  # far above the rounding of the blend's few sums
-            no_threshold_cleared = ~(highest >= thresholds[None, :] - slack).any(axis=1)
-            margin_short = highest.max(axis=1) - (vote[:, 0] * low[at, own] + rest[at, own]) < cutoffs[rows] - slack
-            clean = no_threshold_cleared | margin_short
-            maybe_none = low.sum(axis=1) == 0
-            if maybe_none.any():  # no vote at all (nothing to vote with): what _blend gives with a vote of zeros
-                alone = known / np.maximum(weight, 1e-12)
-                rule, _ = confident_disagreement(alone, own, thresholds)
-                clean &= ~maybe_none | ~(rule & (label_margin(alone, own) >= cutoffs[rows]))
-            return clean
-
-        everywhere = np.arange(len(batch))
-        clean = clean_within(everywhere, np.zeros((len(batch), n_classes)), np.ones((len(batch), n_classes)))
+    def _unproven(self, batch: Batch, sources: dict[str, np.ndarray], label_ids: np.ndarray, thresholds: np.ndarray,
+                  cutoffs: np.ndarray, votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The proof of :meth:`reaudit`: ``(search, judged)``, the rows whose neighbour vote still needs a
+        full search, and every row to re-judge (those plus the rows whose cached candidates gave the
+        exact vote, written into ``votes``). The rows left out are proven clean."""
+        n_rows, n_classes = votes.shape
+        clean = self._clean_within(sources, label_ids, thresholds, cutoffs, np.arange(n_rows),
+                                   np.zeros((n_rows, n_classes)), np.ones((n_rows, n_classes)))
         unsure = np.flatnonzero(~clean)
-        if len(unsure):  # the vote bounded by the candidates the index cached: no full search
-            low, high = (np.pad(b, ((0, 0), (0, n_classes - b.shape[1])))
-                         for b in self.neighbors.vote_bounds(batch.vectors[unsure], [batch.keys()[i] for i in unsure]))
-            clean[unsure] = clean_within(unsure, low, high)
-        return clean
+        if not len(unsure):
+            return unsure, unsure
+        ids = batch.keys()
+        bounds = self.neighbors.vote_bounds(batch.vectors[unsure], [ids[i] for i in unsure])
+        low, high = _padded(bounds.low, n_classes), _padded(bounds.high, n_classes)
+        exact, loose = unsure[bounds.exact], unsure[~bounds.exact]
+        votes[exact] = low[bounds.exact]
+        open_ = ~self._clean_within(sources, label_ids, thresholds, cutoffs, loose, low[~bounds.exact],
+                                    high[~bounds.exact])
+        search = loose[open_]
+        return search, np.sort(np.concatenate([exact, search]))
 
-    def rescore_many(self, batch: Batch, *, refit_thresholds: bool = False) -> list[Signal]:
-        """Re-judge learned samples out of sample; ``refit_thresholds`` recomputes the thresholds
-        from this batch alone, as batch cleanlab would over a whole dataset."""
-        label_ids = self.classes.encode(batch.labels)
-        proba = self.blended_proba(batch, reuse=True)
-        if not refit_thresholds:
-            calibration = self.calibration
-            thresholds = calibration.thresholds.values(len(self.classes))
-            rule, _ = confident_disagreement(proba, label_ids, thresholds)
-            within = calibration.budget.within(label_margin(proba, label_ids), label_ids,
-                                               self._share(self.reaudit_budget_share))
-            return self._judge(proba, label_ids, thresholds, rule & within)
-        return self._judge(proba, label_ids, ClassThresholds.fit(proba, label_ids), batch_label_issues(proba, label_ids))
+    def _clean_within(self, sources: dict[str, np.ndarray], label_ids: np.ndarray, thresholds: np.ndarray,
+                      cutoffs: np.ndarray, rows: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        """Whether each of ``rows`` stays unflagged for every neighbour vote between ``low`` and ``high``
+        (and for no vote at all, where ``low`` allows it): the live rule of :meth:`reaudit` over the
+        blend of ``sources`` (all but the neighbours) and that vote, on an interval."""
+        own = label_ids[rows]
+        at = np.arange(len(rows))
+        part = {name: proba[rows] for name, proba in sources.items()}
+        # class c's blended probability is between vote * low[c] + rest[c] and vote * high[c] + rest[c]
+        known, weight = self._weighted_sums(part, {"neighbors", *part}, len(rows))
+        neighbors = self._source_weights({"neighbors", *part})["neighbors"]
+        vote, rest = neighbors / (weight + neighbors), known / (weight + neighbors)
+        highest = vote * high + rest
+        highest[at, own] = -np.inf
+        slack = 1e-9  # far above the rounding of the blend's few sums
+        no_threshold_cleared = ~(highest >= thresholds[None, :] - slack).any(axis=1)
+        margin_short = highest.max(axis=1) - (vote[:, 0] * low[at, own] + rest[at, own]) < cutoffs[rows] - slack
+        clean = no_threshold_cleared | margin_short
+        maybe_none = low.sum(axis=1) == 0
+        if maybe_none.any():  # no vote at all (nothing to vote with): what _blend gives with a vote of zeros
+            alone = known / np.maximum(weight, 1e-12)
+            rule, _ = confident_disagreement(alone, own, thresholds)
+            clean &= ~maybe_none | ~(rule & (label_margin(alone, own) >= cutoffs[rows]))
+        return clean
 
     MAX_REMEMBERED_ROWS = 65_536
 
@@ -391,3 +406,8 @@ class ConfidentLearning(Detector):
         least ``min_class_count`` samples learned when they were predicted (a label the evidence could
         not know yet says nothing about its threshold)."""
         return (proba.sum(axis=1) > 0) & (learned_per_class[label_ids] >= self.min_class_count)
+
+
+def _padded(proba: np.ndarray, n_classes: int) -> np.ndarray:
+    """``proba`` with zero columns for the labels met since it was computed."""
+    return np.pad(proba, ((0, 0), (0, n_classes - proba.shape[1])))

@@ -397,46 +397,27 @@ class LabelMonitor:
         pending = [p for p in self._window if not p.assessment.verdict.flagged]
         return late + self._reaudit(pending, refit_thresholds=True, every=every)
 
-    def _could_flag(self, pending: list[_Pending], batch: Batch,
-                    voting: list[Detector]) -> tuple[list[_Pending], Batch]:
-        """The live re-audits that some voter may flag, and their batch. The others would give a clean
-        verdict again, which a live re-audit does not report: every voting detector proves it
-        (:meth:`~detectors.base.Detector.rescore_cannot_flag`) and no voting evidence was flagged."""
-        clean = np.ones(len(pending), dtype=bool)
-        for detector in voting:
-            clean &= detector.rescore_cannot_flag(batch)
-            if not clean.any():
-                return pending, batch
-        for name in EVIDENCE:
-            if self.voters is None or name in self.voters:
-                clean &= [not (entry.assessment.signals.get(name) or _UNFLAGGED).flagged for entry in pending]
-        keep = np.flatnonzero(~clean)
-        if len(keep) == len(pending):
-            return pending, batch
-        return [pending[i] for i in keep.tolist()], batch.take(keep.tolist())
-
     def _reaudit(self, pending: list[_Pending], *, refit_thresholds: bool, every: bool = False) -> list[LateVerdict]:
         if not pending:
             return []
         batch = _batch_of(pending)
+        live = not refit_thresholds and not every
         voting = [d for d in self.detectors if self.voters is None or d.name in self.voters]
-        if not refit_thresholds and not every:
-            pending, batch = self._could_flag(pending, batch, voting)
-            if not pending:
-                return []
-        rescored = {d.name: d.rescore_many(batch, refit_thresholds=refit_thresholds) for d in voting}
+        rescored = {d.name: d.reaudit(batch, final=refit_thresholds, prove=live) for d in voting}
         if all(signals is None for signals in rescored.values()) and not any(
                 "held_back" in entry.assessment.verdict.details for entry in pending):
             return []  # no voter can re-score, no flag was held back: every verdict would be the one already given
-        rescored = {d.name: rescored[d.name] if d.name in rescored else d.rescore_many(batch, refit_thresholds=refit_thresholds)
+        if live:  # a live re-audit reports flags only: the rows no voter can flag are done
+            pending, batch, rescored = self._flaggable(pending, batch, rescored)
+            if not pending:
+                return []
+        rescored = {d.name: rescored[d.name] if d.name in rescored else d.reaudit(batch, final=refit_thresholds,
+                                                                                  prove=False)
                     for d in self.detectors}  # in detector order, as first verdicts list them
         late = []
         # the final re-audit refits its thresholds over the window (batch cleanlab): nothing provisional is used
         provisional = frozenset() if refit_thresholds else self._provisional()
-        assessments = [self._assess({**{name: (sigs[i] if sigs is not None else entry.assessment.signals[name])
-                                        for name, sigs in rescored.items()},
-                                     **{name: entry.assessment.signals[name] for name in EVIDENCE
-                                        if name in entry.assessment.signals}}, provisional)
+        assessments = [self._assess(self._signals_of(entry, i, rescored), provisional)
                        for i, entry in enumerate(pending)]
         assessments = self._hold_back(assessments, batch.vectors, batch.labels)
         if refit_thresholds:  # the final re-audit: cleanlab's find_label_issues decides, within what is left
@@ -451,6 +432,32 @@ class LabelMonitor:
             elif every:
                 late.append(LateVerdict(entry.sample_id, entry.payload, assessment))
         return late
+
+    @staticmethod
+    def _signals_of(entry: _Pending, row: int, rescored: Mapping[str, Sequence[Signal | None] | None]) -> dict:
+        """The re-audit's signals for ``entry`` (row ``row``): each detector's new one (the first one where
+        it cannot re-score, unflagged where it proved the row clean), and the evidence it first had."""
+        signals = {name: (sigs[row] or _UNFLAGGED) if sigs is not None else entry.assessment.signals[name]
+                   for name, sigs in rescored.items()}
+        return {**signals, **{name: entry.assessment.signals[name] for name in EVIDENCE
+                              if name in entry.assessment.signals}}
+
+    def _flaggable(self, pending: list[_Pending], batch: Batch, rescored: dict) -> tuple[list[_Pending], Batch, dict]:
+        """The rows of a live re-audit that the voters (and voting evidence) flag, with their batch and
+        signals. A voter that proved such a row clean without re-scoring it (another voter flags it)
+        re-scores it now, so that the verdict's score and details are complete."""
+        voting = [self._signals_of(entry, i, rescored) for i, entry in enumerate(pending)]
+        keep = [i for i, signals in enumerate(voting) if self.combiner.combine(
+            {name: s for name, s in signals.items() if self.voters is None or name in self.voters}).flagged]
+        if len(keep) < len(pending):
+            pending, batch = [pending[i] for i in keep], batch.take(keep)
+            rescored = {name: None if sigs is None else [sigs[i] for i in keep] for name, sigs in rescored.items()}
+        for name, sigs in rescored.items():
+            proven = [i for i, s in enumerate(sigs or ()) if s is None]
+            if proven:
+                for i, signal in zip(proven, self.detector(name).reaudit(batch.take(proven), prove=False)):
+                    sigs[i] = signal
+        return pending, batch, rescored
 
 
 _UNFLAGGED = Signal(0.0, False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -484,34 +485,46 @@ class NeighborIndex:
         low[at] = known[proven] / total[proven, None]
         high[at] = (known[proven] + free[proven, None]) / total[proven, None]
 
-    def vote_bounds(self, vectors: np.ndarray, ids) -> tuple[np.ndarray, np.ndarray]:
-        """Per query, ``(low, high)`` bounds on each label's share of the vote that
-        ``predict_proba(reuse=True)`` gives, from the cached candidates alone (never a full search).
+    def vote_bounds(self, vectors: np.ndarray, ids) -> VoteBounds:
+        """Per query, bounds on each label's share of the vote that ``predict_proba(reuse=True)``
+        gives, from the cached candidates alone (never a full search).
 
-        A query whose candidates prove the full search's result gets it exactly (``low == high``);
-        one whose candidates still show its nearest rows gets their weight as a floor and the rest of
-        the vote as slack; one without a cache entry gets ``[0, 1]``. A ``low`` row summing to 0 also
-        allows no vote at all. Cheap proofs that a re-audit cannot flag a sample start from this
-        (:meth:`~detectors.ConfidentLearning.rescore_cannot_flag`).
+        A query whose candidates prove the full search's result gets it exactly (``exact``, and
+        ``low == high``); one whose candidates still show its nearest rows gets their weight as a
+        floor and the rest of the vote as slack; one without a cache entry gets ``[0, 1]``. A ``low``
+        row summing to 0 also allows no vote at all. A re-audit's proof that it cannot flag a sample
+        starts from this (:meth:`~detectors.ConfidentLearning.reaudit`).
         """
         n_classes = len(self.classes)
         low, high = np.zeros((len(vectors), n_classes)), np.ones((len(vectors), n_classes))
+        exact = np.zeros(len(vectors), dtype=bool)
         if len(self) < 2 or len(vectors) == 0:
-            return low, high
+            return VoteBounds(low, high, exact)
         stacked = self._matrix()
         if not (self._caching(stacked) and len(self._cache)) or self.search == "hnsw":
-            return low, high
+            return VoteBounds(low, high, exact)
         ids = list(ids)
         k = min(self.k, len(stacked.owner) - 1)
         fingerprints = _fingerprints(vectors)
         votes = np.zeros((len(vectors), n_classes))
         left = self._search_cached(vectors, self._unit_queries(vectors), ids, fingerprints, k, stacked, votes,
                                    (low, high))
-        exact = np.ones(len(vectors), dtype=bool)
+        exact[:] = True
         exact[left] = False
         low[exact], high[exact] = votes[exact], votes[exact]
         self.search_counts["bounded"] += len(ids)
-        return low, high
+        self.search_counts["incremental"] += int(exact.sum())  # (each an exact search, of what changed only)
+        return VoteBounds(low, high, exact)
+
+
+@dataclass(frozen=True)
+class VoteBounds:
+    """What :meth:`NeighborIndex.vote_bounds` found: per query and label, ``low`` and ``high`` bounds on
+    the label's share of the vote, and the queries whose vote is known ``exact``ly (``low`` is it)."""
+
+    low: np.ndarray
+    high: np.ndarray
+    exact: np.ndarray
 
 
 def _fingerprints(vectors: np.ndarray) -> list[int]:
@@ -598,7 +611,7 @@ class NeighborAgreement(Detector):
             return [NEUTRAL] * len(batch)
         return self._judge(batch)
 
-    def rescore_many(self, batch: Batch, *, refit_thresholds: bool = False) -> list[Signal]:
+    def reaudit(self, batch: Batch, *, final: bool = False, prove: bool = True) -> list[Signal]:
         """Re-judge already learned samples; each is left out of its own vote."""
         if self.n_learned < self.warmup:
             return [NEUTRAL] * len(batch)

@@ -85,10 +85,10 @@ def test_a_cluster_rescore_leaves_the_sample_out_of_its_cluster():
     detector.learn_many(Batch(vectors, ["a", "a", "a", "a", "b"], None, ["1", "2", "3", "4", "5"]))
     lone = Batch(vectors[4:], ["b"], None, ["5"])
     (in_sample,) = detector.score_many(lone)  # counted among its cluster's 5: a majority of 0.8
-    (left_out,) = detector.rescore_many(lone)  # its cluster without it: 4 of 4 say "a"
+    (left_out,) = detector.reaudit(lone)  # its cluster without it: 4 of 4 say "a"
     assert (in_sample.score, left_out.score) == (pytest.approx(0.8), 1.0)
     assert in_sample.flagged and left_out.flagged
-    (unknown,) = detector.rescore_many(Batch(vectors[:1], ["b"], None, ["never-learned"]))
+    (unknown,) = detector.reaudit(Batch(vectors[:1], ["b"], None, ["never-learned"]))
     assert unknown.score == pytest.approx(0.8)  # not in the window: nothing to leave out
 
 

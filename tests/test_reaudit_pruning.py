@@ -1,5 +1,5 @@
 """Live re-audits skip the samples no voter can flag: proven from the model and bounded neighbour
-votes (``rescore_cannot_flag``, ``NeighborIndex.vote_bounds``), with exactly the verdicts of re-scoring
+votes (``ConfidentLearning.reaudit``, ``NeighborIndex.vote_bounds``), with exactly the verdicts of re-scoring
 every one of them."""
 
 from __future__ import annotations
@@ -20,16 +20,20 @@ CONFIG = MonitorConfig(neighbors_per_class=80, learning_step=200, reaudit_delay=
 
 
 def counting_proofs(monitor: LabelMonitor, *, prove: bool = True) -> Counter:
-    """Wrap the confident detector's proof: count rows asked and proven (or, ``prove=False``, prove nothing)."""
+    """Wrap the confident detector's re-audit: count the live rows asked, and those proven clean or whose
+    vote the cached candidates gave, both without a full search (or, ``prove=False``, prove nothing)."""
     detector = monitor.detector("confident")
-    proof, counts = detector.rescore_cannot_flag, Counter()
+    reaudit, counts, searches = detector.reaudit, Counter(), detector.neighbor_index.search_counts
 
-    def counted(batch: Batch) -> np.ndarray:
-        proven = proof(batch) if prove else np.zeros(len(batch), dtype=bool)
-        counts.update(asked=len(batch), proven=int(proven.sum()))
-        return proven
+    def counted(batch: Batch, *, final: bool = False, prove: bool = True) -> list:
+        full = searches["full"]
+        signals = reaudit(batch, final=final, prove=prove and proving)
+        if not final and prove:
+            counts.update(asked=len(batch), proven=len(batch) - (searches["full"] - full))
+        return signals
 
-    detector.rescore_cannot_flag = counted
+    proving = prove
+    detector.reaudit = counted
     return counts
 
 
@@ -60,8 +64,8 @@ def test_a_proven_row_is_never_flagged_by_its_rescore():
         detector.process_many(Batch.of(vectors[start:start + 200], labels[start:start + 200],
                                        ids=ids[start:start + 200]))
     learned = Batch.of(vectors[1600:2800], labels[1600:2800], ids=ids[1600:2800])
-    proven = detector.rescore_cannot_flag(learned)
-    flagged = np.array([s.flagged for s in detector.rescore_many(learned)])
+    proven = np.array([s is None for s in detector.reaudit(learned)])
+    flagged = np.array([s.flagged for s in detector.reaudit(learned, prove=False)])
     assert flagged.any() and proven.any() and not (proven & flagged).any()
     assert proven.sum() > 0.5 * (~flagged).sum(), "the proof should cover most clean rows"
 
@@ -78,7 +82,9 @@ def test_vote_bounds_hold_the_full_search_vote_and_are_exact_where_the_candidate
         part = slice(start, start + 150)
         if start >= 600:
             earlier = slice(start - 600, start)  # searched before, by the judging search or re-audits
-            low, high = cached.vote_bounds(vectors[earlier], ids[earlier])
+            bounds = cached.vote_bounds(vectors[earlier], ids[earlier])
+            low, high = bounds.low, bounds.high
+            assert (bounds.exact == (low == high).all(axis=1)).all()
             vote = full.predict_proba(vectors[earlier], ids[earlier])
             assert (low <= vote + 1e-12).all() and (vote <= high + 1e-12).all()
             n_exact += int((low == high).all(axis=1).sum())
