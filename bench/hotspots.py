@@ -44,6 +44,7 @@ from detectors.cluster import ClusterDisagreement  # noqa: E402
 from detectors.confident import ConfidentLearning  # noqa: E402
 from detectors.lda import FoldLDA  # noqa: E402
 from detectors.neighbors import NeighborIndex  # noqa: E402
+from detectors.reservoir import Reservoir  # noqa: E402
 from schemas import SourcePosition  # noqa: E402
 
 #: (label, owner, method): the stages timed, in the order printed; labels starting with spaces are nested
@@ -56,7 +57,7 @@ STAGES = [
     ("  confident learning's re-audit (proofs, then re-scores)", ConfidentLearning, "reaudit"),
     ("  neighbour search (judge + re-audit + learn)", NeighborIndex, "predict_proba"),
     ("  neighbour vote bounds (in the proofs)", NeighborIndex, "vote_bounds"),
-    ("  restandardising the stored rows (each step, in either)", NeighborIndex, "_matrix"),
+    ("  restandardising the stored rows (each step, in either)", Reservoir, "stacked"),
     ("  cross-fitted LDA predictions", FoldLDA, "predict_proba"),
     ("  cross-fitted LDA eigendecompositions (each step, in the predictions)", FoldLDA, "_fit"),
     ("  cross-fitted LDA learning", FoldLDA, "learn"),

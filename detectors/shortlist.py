@@ -1,5 +1,4 @@
-"""The exact end of a neighbour search: shortlisted pairs re-ranked in float64, and the candidates a
-query keeps so that its next search only looks at what changed (:class:`CandidateCache`).
+"""The exact end of a neighbour search: shortlisted pairs re-ranked in float64 and voted on.
 
 A neighbour search shortlists stored rows by a float32 product (fast, but its last bits depend on
 the BLAS kernel and the batch shape), then decides on exact similarities of the shortlisted pairs:
@@ -11,7 +10,6 @@ approximate index, the same shortlisted rows give the same vote, bit for bit.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -140,102 +138,3 @@ def shortlist(sims: np.ndarray, columns: Callable[[np.ndarray, np.ndarray], np.n
     finite = np.isfinite(sims[rows, places])
     rows, places = rows[finite], places[finite]
     return Shortlist(rows, places if columns is None else columns(rows, places), best, beyond)
-
-
-class Stacked:
-    """Every stored sample as one matrix (standardised unit rows, labels in sorted order), with each
-    row's label id (``owner``), insertion ``stamps``, the rows of each sample id (``positions``) and
-    the standardisation ``version`` it was made with."""
-
-    def __init__(self, matrix: np.ndarray, owner: np.ndarray, stamps: np.ndarray,
-                 positions: dict[str, list[int]], version: int):
-        self.matrix, self.owner, self.stamps, self.positions, self.version = matrix, owner, stamps, positions, version
-        self.stored_ids: list[str] | None = None
-        self._order = np.argsort(stamps)
-
-    def position_of(self, stamps: np.ndarray) -> np.ndarray:
-        """The row of each stamp; ``-1`` for one no longer stored (evicted), and for ``-1`` pads."""
-        ordered = self.stamps[self._order]
-        at = np.minimum(np.searchsorted(ordered, stamps), len(ordered) - 1)
-        return np.where((ordered[at] == stamps) & (stamps >= 0), self._order[at], -1)
-
-    def stamps_of(self, rows: np.ndarray) -> np.ndarray:
-        """The stamp of each row; ``-1`` for ``-1``."""
-        return np.where(rows >= 0, self.stamps[np.maximum(rows, 0)], -1)
-
-
-class CandidateCache:
-    """Per recent query (by sample id): its ``width`` nearest stored rows at its last search, and
-    what a later search needs to prove that no other row can have overtaken them.
-
-    An entry holds the rows' insertion ``stamps`` (``-1`` pads a short list), ``bound`` (no stored row
-    outside the list was more similar than this, exactly, at that search), ``watermark`` (the first
-    stamp not stored yet then: rows from there on are new), ``drift`` (the index's cumulative drift
-    then, see :class:`~detectors.neighbors.NeighborIndex`), the standardisation ``version`` and a
-    ``fingerprint`` of the query vector. At most ``capacity`` entries: the least recently searched
-    go first. Memory: ``capacity`` × (``width`` + 5) × 8 bytes, allocated on first use.
-
-    >>> cache = CandidateCache(capacity=2, width=3)
-    >>> cache.put(["a", "b", "c"], [1, 2, 3], np.array([[5, 6, -1]] * 3), np.zeros(3), 7, 0.0, 1)
-    >>> cache.find(["a", "b", "c"], [1, 2, 9]).tolist()  # "a" evicted, "c" searched with another vector
-    [-1, 1, -1]
-    >>> cache.stamps[0].tolist(), len(cache)
-    ([5, 6, -1], 2)
-    """
-
-    def __init__(self, capacity: int, width: int):
-        self.capacity = capacity
-        self.width = width
-        self._slots: OrderedDict[str, int] = OrderedDict()
-        self._free: list[int] = []
-        self.stamps = np.zeros((0, width), dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self._slots)
-
-    def _allocate(self) -> None:
-        n = self.capacity
-        self.stamps = np.full((n, self.width), -1, dtype=np.int64)
-        self.bound = np.zeros(n)
-        self.watermark = np.zeros(n, dtype=np.int64)
-        self.drift = np.zeros(n)
-        self.version = np.zeros(n, dtype=np.int64)
-        self.fingerprint = np.zeros(n, dtype=np.int64)
-        self._free = list(range(n - 1, -1, -1))
-
-    def find(self, ids, fingerprints) -> np.ndarray:
-        """The slot of each query's entry, or ``-1`` where it has none for that vector."""
-        out = np.full(len(ids), -1, dtype=np.int64)
-        for i, (sample_id, fingerprint) in enumerate(zip(ids, fingerprints)):
-            slot = self._slots.get(sample_id)
-            if slot is not None and self.fingerprint[slot] == fingerprint:
-                out[i] = slot
-        return out
-
-    def put(self, ids, fingerprints, stamps: np.ndarray, bound: np.ndarray, watermark: int, drift: float,
-            version: int) -> None:
-        """Store (or replace) the entries of ``ids``, each now the most recently searched."""
-        if self.capacity < 1 or not len(ids):
-            return
-        if not len(self.stamps):
-            self._allocate()
-        slots = np.empty(len(ids), dtype=np.int64)
-        for i, sample_id in enumerate(ids):
-            slot = self._slots.pop(sample_id, None)
-            if slot is None:
-                slot = self._free.pop() if self._free else self._slots.popitem(last=False)[1]
-            self._slots[sample_id] = slots[i] = slot
-        width = min(self.width, stamps.shape[1])
-        self.stamps[slots] = -1
-        self.stamps[slots, :width] = stamps[:, :width]
-        self.bound[slots] = bound
-        self.watermark[slots] = watermark
-        self.drift[slots] = drift
-        self.version[slots] = version
-        self.fingerprint[slots] = np.asarray(fingerprints, dtype=np.int64)
-
-    def oldest_version(self) -> int | None:
-        """The earliest standardisation version an entry refers to (``None`` when empty)."""
-        if not self._slots:
-            return None
-        return int(self.version[np.fromiter(self._slots.values(), dtype=np.int64, count=len(self._slots))].min())

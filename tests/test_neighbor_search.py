@@ -57,8 +57,8 @@ def test_reaudits_from_cached_candidates_vote_as_full_searches_through_evictions
         recent.append(part)
         if step == 15:
             cached_classes, cached = pickle.loads(pickle.dumps((cached_classes, cached)))  # the cache is not saved
-            assert len(cached._cache) == 0
-    assert cached._n_stamped > len(cached), "samples were evicted"
+            assert len(cached.incremental) == 0
+    assert cached.reservoir.n_stamped > len(cached), "samples were evicted"
     assert cached.search_counts["incremental"] > cached.search_counts["full"] / 2, dict(cached.search_counts)
 
 
@@ -93,11 +93,16 @@ def test_the_candidate_cache_holds_one_entry_per_sample_of_the_reaudit_window_at
                                                      reaudit_window=600, n_clusters=10))
     verdict_rows(monitor, vectors, labels, ids)
     index = monitor.detector("confident").neighbor_index
-    assert len(index._cache) == 600 and index._cache.stamps.shape == (600, index.k + CANDIDATE_MARGIN)
+    cache = index.incremental.cache
+    assert len(cache) == 600 and cache.stamps.shape == (600, index.k + CANDIDATE_MARGIN)
     # standardisations older than every entry are dropped: one per learning step of the window at most,
     # and the current one (entries of samples a re-audit proved clean keep the version of their last search)
-    assert min(index._history) >= index._cache.oldest_version() and len(index._history) <= 600 // 200 + 1
-    assert "_cache" not in index.__getstate__() and "_stacked" not in index.__getstate__()
+    history = index.incremental._history
+    assert min(history) >= cache.oldest_version() and len(history) <= 600 // 200 + 1
+    # each part saves its own state: the candidates and stacked rows are process-local caches
+    restored = pickle.loads(pickle.dumps(index))
+    assert len(restored.incremental) == 0 and restored.incremental.width == index.incremental.width
+    assert restored.reservoir.peek() is None and len(restored) == len(index)
 
 
 @pytest.mark.parametrize("last_bits", [0.0, 1.2e-7, -1.2e-7])
