@@ -43,6 +43,7 @@ MOVED: dict[tuple[str, str], tuple[str, str]] = {
     ("detectors.confident", "ClassThresholds"): ("detectors.noise", "ClassThresholds"),  # moved in the split of confident.py
     ("detectors.confident", "NoiseBudget"): ("detectors.noise", "NoiseBudget"),
     ("detectors.confident", "SourceMix"): ("detectors.noise", "SourceMix"),
+    ("detectors.monitor", "_Pending"): ("detectors.schedule", "Judged"),  # moved with the re-audit schedule
 }
 """Classes that moved since a checkpoint naming them was written: old (module, name) -> new."""
 

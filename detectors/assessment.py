@@ -37,6 +37,15 @@ class Assessment:
         object.__setattr__(self, "signals", signals)
         object.__setattr__(self, "context", rest[0] if rest else None)
 
+    def withdrawn(self, **why) -> Assessment:
+        """This assessment with its flag withdrawn: same score and signals, the reason in the verdict's details.
+
+        >>> Assessment(Signal(0.9, True, "b"), {}).withdrawn(over_budget=3.0).verdict
+        Signal(score=0.9, flagged=False, suggested_label=None, details={'over_budget': 3.0})
+        """
+        verdict = self.verdict
+        return Assessment(Signal(verdict.score, False, None, {**verdict.details, **why}), self.signals)
+
     @property
     def cluster_id(self) -> int | None:
         cluster = self.signals.get(ClusterDisagreement.name)

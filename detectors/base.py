@@ -133,6 +133,16 @@ class Detector(ABC):
         """
         return None
 
+    def estimated_error_rate(self) -> float | None:
+        """The share of learned samples this detector estimates are mislabelled, if it estimates one:
+        the live flag budget follows the first voting detector that does. The default: ``None``."""
+        return None
+
+    def label_mix_of(self, vectors: np.ndarray, signals: Sequence[Signal | None]) -> list[dict[str, int]] | None:
+        """For reviewers: the label counts (largest first) of the group each sample falls in, given the
+        signal this detector gave it (``None``: none); ``None`` if the detector groups nothing (the default)."""
+        return None
+
     @property
     def provisional(self) -> bool:
         """Whether the detector's flags rest on a provisional calibration: one fitted on little evidence,

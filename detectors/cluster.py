@@ -206,6 +206,16 @@ class ClusterDisagreement(Detector):
             for cluster, row in enumerate(self._counts)
         }
 
+    def label_mix_of(self, vectors: np.ndarray, signals) -> list[dict[str, int]]:
+        """The label mix of each sample's cluster: the one its signal names, or for a signal that names
+        none (judged before the first fit, or none at all) the cluster it falls in now."""
+        clusters = [s.details.get("cluster_id") if s is not None else None for s in signals]
+        unassigned = [i for i, c in enumerate(clusters) if c is None]
+        if unassigned and self._fitted:
+            for i, c in zip(unassigned, self.assign(vectors[unassigned]).tolist()):
+                clusters[i] = c
+        return [self.label_mix(c) for c in clusters]
+
     def label_mix(self, cluster_id: int | None) -> dict[str, int]:
         """Label counts of one cluster over the window, largest first (ties by label); ``{}`` before
         the first fit and for no cluster (``None`` or ``-1``).

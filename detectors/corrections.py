@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from detectors.assessment import Assessment
+
 
 class FalseAlarmMemory:
     """Vectors, labels and scores of samples that reviewers said were labelled right after all.
@@ -48,3 +50,11 @@ class FalseAlarmMemory:
         same_label = np.asarray(labels, dtype=object)[:, None] == np.asarray(self._labels, dtype=object)[None, :]
         scores = np.where(similar & same_label, np.asarray(self._scores)[None, :] + self.margin, 0.0)
         return np.round(scores.max(axis=1), 12)
+
+    def hold_back(self, assessments: list[Assessment], vectors: np.ndarray, labels) -> list[Assessment]:
+        """``assessments`` with the flags that do not beat a similar false alarm's score (:meth:`bar`) withdrawn."""
+        if not len(self) or not any(a.verdict.flagged for a in assessments):
+            return assessments
+        bars = self.bar(vectors, labels).tolist()
+        return [a.withdrawn(held_back="similar to a reviewed false alarm", bar=round(bar, 4))
+                if a.verdict.flagged and a.verdict.score <= bar else a for a, bar in zip(assessments, bars)]

@@ -101,11 +101,11 @@ def test_a_skip_changes_nothing_and_is_counted_as_skipped():
     pipeline.process(records(messages))
     sid = messages[-1]["sample_id"]
     before = pipeline.datasets["default"].monitor
-    window = [(p.sample_id, p.label, p.excluded) for p in before._window]
+    window = [(p.sample_id, p.label, p.excluded) for p in before.schedule.window]
     result = pipeline.correct(records([{"sample_id": sid, "outcome": "skip", "reviewer_id": "ana",
                                         "schema_version": 2}], topic="corrections"))
     assert not result.dead_letters
-    assert [(p.sample_id, p.label, p.excluded) for p in before._window] == window
+    assert [(p.sample_id, p.label, p.excluded) for p in before.schedule.window] == window
     assert len(before.false_alarms) == 0 and not before._corrections
     assert pipeline.datasets["default"].reviewed == {}
     assert pipeline.metrics.corrections.labels(dataset="default", outcome="skip", applied="skipped")._value.get() == 1

@@ -71,7 +71,7 @@ def test_without_another_detector_a_provisional_calibration_sends_no_flag():
     monitor = LabelMonitor.from_config(MonitorConfig(detectors=["confident"]))
     assert stream_through(monitor, batch) == []
     # the flags were raised and held back, not lost: they wait in the re-audit window
-    held = [p for p in monitor._window if p.assessment.verdict.details.get("not_corroborated_by") == []]
+    held = [p for p in monitor.schedule.window if p.assessment.verdict.details.get("not_corroborated_by") == []]
     assert len(held) >= 5 and flipped[[int(p.sample_id) for p in held]].mean() >= 0.9
     # once the second step is learned the calibration is settled, and flags go out alone
     more, _ = noisy_stream(1200, 0.15)

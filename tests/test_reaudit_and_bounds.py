@@ -111,7 +111,7 @@ def test_state_stops_growing_once_reservoirs_and_windows_are_full():
             sizes.append(len(pickle.dumps(monitor)))
     confident = monitor.detector("confident")
     assert len(confident.neighbors) == 3 * 50
-    assert len(monitor._window) == 300
+    assert len(monitor.schedule.window) == 300
     assert sizes[1] <= sizes[0] * 1.05, f"state grew from {sizes[0]} to {sizes[1]} bytes"
 
 
@@ -141,7 +141,7 @@ def test_flags_sent_while_streaming_stay_within_the_estimated_number_of_label_er
         withdrawn += sum("over_budget" in a.verdict.details for a in assessments)
         # each kind spends within the allowance against the account settled at the last step
         # (between two steps the two together may overshoot by what the other spent since)
-        account = monitor._budget
+        account = monitor.budget.account
         assert account["at_step"] + account["first"] + account["late"] == monitor.n_flagged_live
         spent = max(account["first"], account["late"])
         assert spent == 0 or account["at_step"] + spent <= monitor._allowance(monitor.n_seen)

@@ -183,6 +183,9 @@ def test_a_checkpoint_from_before_deferred_reaudits_loads_with_an_empty_queue():
     monitor = LabelMonitor.from_config(CONFIG)
     vectors, labels, ids = sequence(n=60)
     monitor.process(Batch.of(vectors, labels, ids=ids))
-    del monitor.__dict__["_due"]  # what a checkpoint of the previous release holds
+    schedule, budget = monitor.__dict__.pop("schedule"), monitor.__dict__.pop("budget")
+    # what a checkpoint of a release before the schedule had its own owner holds, before deferred re-audits
+    monitor.__dict__.update(_window=schedule.window, n_flagged_live=budget.n_flagged_live)
     restored = pickle.loads(pickle.dumps(monitor))
+    assert [j.sample_id for j in restored.schedule.window] == ids and restored.n_flagged_live == budget.n_flagged_live
     assert restored.pending_reaudits == 0 and restored.run_reaudits() == []
