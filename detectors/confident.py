@@ -9,6 +9,7 @@ from cleanlab.rank import get_label_quality_scores
 from pydantic import Field
 
 from detectors.base import NEUTRAL, Batch, Detector, LabelIndex, Signal
+from detectors.blending import Blend
 from detectors.lda import FoldLDA
 from detectors.model import RandomProjection, UserPrediction
 from detectors.neighbors import NeighborIndex, NeighborSearch
@@ -158,34 +159,14 @@ class ConfidentLearning(Detector):
         vectors = np.asarray(vectors, dtype=np.float32)
         return vectors if projection is None else projection.transform(vectors)
 
-    def _blend(self, sources: dict[str, np.ndarray], n_rows: int) -> np.ndarray:
-        """The weighted average of the sources with evidence, row by row. Neighbours and model share
-        ``neighbor_weight + model_weight`` in the proportion the data chose (:class:`SourceMix`)."""
-        total, weight = self._weighted_sums(sources, sources, n_rows)
-        return total / np.maximum(weight, 1e-12)
-
-    def _weighted_sums(self, sources: dict[str, np.ndarray], names, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
-        """Row by row, the sum of weight × probability and the sum of weights over the ``sources`` with
-        evidence, each weighted as in a blend of ``names`` (:meth:`_source_weights`)."""
-        weights = self._source_weights(names)
-        total = np.zeros((n_rows, len(self.classes)))
-        weight = np.zeros((n_rows, 1))
-        for name, proba in sources.items():
-            has = (proba.sum(axis=1, keepdims=True) > 0).astype(float)
-            total += weights[name] * proba * has
-            weight += weights[name] * has
-        return total, weight
-
-    def _source_weights(self, names) -> dict[str, float]:
-        """The weight of each source in :meth:`_blend`, given which ``names`` are among the sources."""
-        pair = self.neighbor_weight + self.model_weight
+    @property
+    def blend(self) -> Blend:
+        """How the sources are averaged now (:class:`~detectors.blending.Blend`)."""
         share = self.mix.model_share if hasattr(self, "mix") else 0.5  # (older checkpoints have no mix)
-        if "neighbors" in names and "model" in names:
-            weights = {"neighbors": pair * (1 - share), "model": pair * share}
-        else:
-            weights = {"neighbors": self.neighbor_weight, "model": self.model_weight}
-        weights["user"] = self.user_weight
-        return weights
+        return Blend(self.neighbor_weight, self.model_weight, self.user_weight, share)
+
+    def _blend(self, sources: dict[str, np.ndarray], n_rows: int) -> np.ndarray:
+        return self.blend(sources, (n_rows, len(self.classes)))
 
     def blended_proba(self, batch: Batch, *, reuse: bool = False) -> np.ndarray:
         """Out-of-sample probabilities over :attr:`classes`, averaged over the sources with evidence."""
@@ -255,7 +236,7 @@ class ConfidentLearning(Detector):
 
         **The proof** (a live re-audit with ``prove``). The neighbour vote enters the blend with a
         known weight, so where it is only known to lie between bounds, each blended probability
-        lies in an interval (:meth:`_clean_within`). First with no bound at all (any vote from 0 to
+        lies in an interval (:meth:`Blend.clean_within`). First with no bound at all (any vote from 0 to
         1: the model alone decides), then with the bounds the index gives from the candidates it
         cached (:meth:`NeighborIndex.vote_bounds`, exact where they prove the full search's vote):
         a row that no vote in its interval can flag is answered ``None``, and only the rows left
@@ -297,8 +278,9 @@ class ConfidentLearning(Detector):
         full search, and every row to re-judge (those plus the rows whose cached candidates gave the
         exact vote, written into ``votes``). The rows left out are proven clean."""
         n_rows, n_classes = votes.shape
-        clean = self._clean_within(sources, label_ids, thresholds, cutoffs, np.arange(n_rows),
-                                   np.zeros((n_rows, n_classes)), np.ones((n_rows, n_classes)))
+        blend = self.blend
+        clean = blend.clean_within(sources, label_ids, thresholds, cutoffs, np.zeros((n_rows, n_classes)),
+                                   np.ones((n_rows, n_classes)))
         unsure = np.flatnonzero(~clean)
         if not len(unsure):
             return unsure, unsure
@@ -307,35 +289,10 @@ class ConfidentLearning(Detector):
         low, high = _padded(bounds.low, n_classes), _padded(bounds.high, n_classes)
         exact, loose = unsure[bounds.exact], unsure[~bounds.exact]
         votes[exact] = low[bounds.exact]
-        open_ = ~self._clean_within(sources, label_ids, thresholds, cutoffs, loose, low[~bounds.exact],
-                                    high[~bounds.exact])
+        open_ = ~blend.clean_within({name: proba[loose] for name, proba in sources.items()}, label_ids[loose],
+                                    thresholds, cutoffs[loose], low[~bounds.exact], high[~bounds.exact])
         search = loose[open_]
         return search, np.sort(np.concatenate([exact, search]))
-
-    def _clean_within(self, sources: dict[str, np.ndarray], label_ids: np.ndarray, thresholds: np.ndarray,
-                      cutoffs: np.ndarray, rows: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-        """Whether each of ``rows`` stays unflagged for every neighbour vote between ``low`` and ``high``
-        (and for no vote at all, where ``low`` allows it): the live rule of :meth:`reaudit` over the
-        blend of ``sources`` (all but the neighbours) and that vote, on an interval."""
-        own = label_ids[rows]
-        at = np.arange(len(rows))
-        part = {name: proba[rows] for name, proba in sources.items()}
-        # class c's blended probability is between vote * low[c] + rest[c] and vote * high[c] + rest[c]
-        known, weight = self._weighted_sums(part, {"neighbors", *part}, len(rows))
-        neighbors = self._source_weights({"neighbors", *part})["neighbors"]
-        vote, rest = neighbors / (weight + neighbors), known / (weight + neighbors)
-        highest = vote * high + rest
-        highest[at, own] = -np.inf
-        slack = 1e-9  # far above the rounding of the blend's few sums
-        no_threshold_cleared = ~(highest >= thresholds[None, :] - slack).any(axis=1)
-        margin_short = highest.max(axis=1) - (vote[:, 0] * low[at, own] + rest[at, own]) < cutoffs[rows] - slack
-        clean = no_threshold_cleared | margin_short
-        maybe_none = low.sum(axis=1) == 0
-        if maybe_none.any():  # no vote at all (nothing to vote with): what _blend gives with a vote of zeros
-            alone = known / np.maximum(weight, 1e-12)
-            rule, _ = confident_disagreement(alone, own, thresholds)
-            clean &= ~maybe_none | ~(rule & (label_margin(alone, own) >= cutoffs[rows]))
-        return clean
 
     MAX_REMEMBERED_ROWS = 65_536
 
