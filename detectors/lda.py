@@ -11,6 +11,7 @@ sentence embeddings it separates classes as well as cross-validated logistic reg
 from __future__ import annotations
 
 import numpy as np
+from scipy.linalg import cho_factor, cho_solve
 
 from detectors.base import LabelIndex
 from detectors.folds import fold_of
@@ -18,6 +19,9 @@ from detectors.threads import map_in_parallel
 
 SHRINKAGES = (0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.9)
 """Candidate shrinkages of the correlation matrix toward the identity; the data picks one."""
+
+CHOICE_WARMUP = 8
+"""Learning steps that each choose the shrinkage before :class:`FoldLDA` chooses only every ``choose_every``-th."""
 
 
 class _Sums:
@@ -51,7 +55,9 @@ class FoldLDA:
     cross-validation in streaming form. So its probabilities stay out of sample when it is
     re-scored long after it was learned.
     The shrinkage is chosen by the data: before a step is learned, its samples (out of sample for
-    every model) score each candidate by log loss, and the running best is used.
+    every model) score each candidate by log loss, and the running best is used. That takes an
+    eigendecomposition per fold, so after the first :data:`CHOICE_WARMUP` choices only every
+    ``choose_every``-th step chooses; predictions need one Cholesky solve per fold and step.
 
     >>> classes = LabelIndex()
     >>> model = FoldLDA(classes, n_folds=3)
@@ -64,12 +70,19 @@ class FoldLDA:
     ('1', True)
     """
 
-    def __init__(self, classes: LabelIndex, *, n_folds: int = 5, decay: float = 0.9):
+    # class defaults: older checkpoints counted no steps (they choose at every step from then on, as before)
+    n_steps = 0
+    n_choices = 0
+    choose_every = 1
+
+    def __init__(self, classes: LabelIndex, *, n_folds: int = 5, decay: float = 0.9, choose_every: int = 4):
         if n_folds < 2:
             raise ValueError("n_folds must be at least 2")
         self.classes = classes
         self.n_folds = n_folds
         self.decay = decay
+        self.choose_every = choose_every
+        self.n_steps = self.n_choices = 0
         self._folds: list[_Sums] | None = None
         self._losses = np.zeros(len(SHRINKAGES))
         self.shrinkage = 0.2
@@ -99,10 +112,39 @@ class FoldLDA:
         self._fitted = None
 
     def _choose_shrinkage(self, x: np.ndarray, label_ids: np.ndarray, ids) -> None:
-        """Score every candidate shrinkage on samples no model has learned yet; keep the best so far."""
+        """Score every candidate shrinkage on the step's samples, out of sample for every fold model, each
+        by its own fold's (one eigendecomposition per fold gives every candidate); keep the best so far.
+        Once the first :data:`CHOICE_WARMUP` choices are made, only every ``choose_every``-th step chooses."""
+        self.n_steps += 1
         if self.n_learned < 2 * len(self.classes) + 2:
             return
-        losses = np.array([self._log_loss(proba, label_ids) for proba in self._proba(x, ids, SHRINKAGES)])
+        self.n_choices += 1
+        if self.n_choices > CHOICE_WARMUP and (self.n_choices - CHOICE_WARMUP) % self.choose_every:
+            return
+        whole = _pooled(self._folds, len(self.classes))
+        parts = [_discriminant(whole.counts - f.counts, whole.sums - f.sums, whole.scatter - f.scatter)
+                 for f in self._folds]
+        decompositions = iter(map_in_parallel(np.linalg.eigh, [part[4] for part in parts if part is not None]))
+        losses = np.zeros(len(SHRINKAGES))
+        folds = fold_of(list(ids), self.n_folds)
+        for f, part in enumerate(parts):
+            if part is None:
+                continue
+            values, vectors = next(decompositions)
+            rows = np.flatnonzero(folds == f)
+            if not len(rows):
+                continue
+            present, means, log_priors, scale, _ = part
+            values = np.maximum(values, 0.0)
+            projected_means, projected = (means / scale) @ vectors, (x[rows] / scale) @ vectors
+            for c, shrinkage in enumerate(SHRINKAGES):
+                # discriminants with the shrunk correlation (1 - a) R + a I, in R's eigenbasis
+                root = np.sqrt((1 - shrinkage) * values + shrinkage)
+                whitened_means, whitened = projected_means / root, projected / root
+                logits = whitened @ whitened_means.T - 0.5 * (whitened_means ** 2).sum(axis=1) + log_priors
+                proba = np.zeros((len(rows), len(self.classes)))
+                proba[:, np.flatnonzero(present)] = _softmax(logits)
+                losses[c] += self._log_loss(proba, label_ids[rows])
         self._losses = self.decay * self._losses + losses
         self.shrinkage = SHRINKAGES[int(np.argmin(self._losses))]
 
@@ -113,62 +155,74 @@ class FoldLDA:
         return float(-np.log(np.clip(p, 1e-6, 1.0)).sum())
 
     def _fit(self) -> list:
-        """Per fold: the class means, log priors, and the eigendecomposition of the pooled correlation."""
-        n_classes = len(self.classes)
-        whole = _Sums(self._folds[0].scatter.shape[0])
-        whole.grow(n_classes)
-        for sums in self._folds:
-            sums.grow(n_classes)
-            whole.counts += sums.counts
-            whole.sums += sums.sums
-            whole.scatter += sums.scatter
-        parts, correlations = [], []
-        for sums in self._folds:
-            counts = whole.counts - sums.counts
-            present = counts > 0
-            if present.sum() < 2 or counts.sum() <= present.sum():
-                parts.append(None)
-                continue
-            means = (whole.sums - sums.sums)[present] / counts[present, None]
-            within = whole.scatter - sums.scatter - (means.T * counts[present]) @ means
-            cov = within / (counts.sum() - present.sum())
-            scale = np.sqrt(np.maximum(np.diag(cov), 1e-12))
-            parts.append((present, means, np.log(counts[present] / counts.sum()), scale))
-            correlations.append(cov / np.outer(scale, scale))
-        decompositions = iter(map_in_parallel(np.linalg.eigh, correlations))  # the folds' eigh side by side
-        fitted = []
-        for part in parts:
-            if part is None:
-                fitted.append(None)
-                continue
-            values, vectors = next(decompositions)
-            fitted.append((*part, np.maximum(values, 0.0), vectors))
-        return fitted
+        """Per fold (``None`` before it knows two classes): the classes present, and the linear
+        discriminant at the chosen shrinkage, ``logits = x @ weights + offsets``: one Cholesky solve
+        of the shrunk correlation against the class means, the folds side by side."""
+        whole = _pooled(self._folds, len(self.classes))
+        parts = [_discriminant(whole.counts - f.counts, whole.sums - f.sums, whole.scatter - f.scatter)
+                 for f in self._folds]
+        shrinkage = self.shrinkage
+        solved = iter(map_in_parallel(lambda part: _linear(part, shrinkage), [part for part in parts if part is not None]))
+        return [None if part is None else next(solved) for part in parts]
 
-    def _proba(self, x: np.ndarray, ids, shrinkages: tuple[float, ...]) -> list[np.ndarray]:
-        """The probabilities under each of ``shrinkages`` (the projections onto the eigenbasis, shared)."""
+    def _proba(self, x: np.ndarray, ids) -> np.ndarray:
         if self._fitted is None:
             self._fitted = self._fit()
-        outs = [np.zeros((len(x), len(self.classes))) for _ in shrinkages]
+        out = np.zeros((len(x), len(self.classes)))
         folds = fold_of(list(ids), self.n_folds)
         for f, model in enumerate(self._fitted):
             rows = np.flatnonzero(folds == f)
             if model is None or len(rows) == 0:
                 continue
-            present, means, log_priors, scale, values, vectors = model
-            projected_means, projected = (means / scale) @ vectors, (x[rows] / scale) @ vectors
-            for out, shrinkage in zip(outs, shrinkages):
-                # discriminants with the shrunk correlation (1 - a) R + a I, in R's eigenbasis
-                whitened_means = projected_means / np.sqrt((1 - shrinkage) * values + shrinkage)
-                whitened = projected / np.sqrt((1 - shrinkage) * values + shrinkage)
-                logits = whitened @ whitened_means.T - 0.5 * (whitened_means ** 2).sum(axis=1) + log_priors
-                logits -= logits.max(axis=1, keepdims=True)
-                p = np.exp(logits)
-                out[np.ix_(rows, np.flatnonzero(present))] = p / p.sum(axis=1, keepdims=True)
-        return outs
+            present, weights, offsets = model
+            out[np.ix_(rows, np.flatnonzero(present))] = _softmax(x[rows] @ weights + offsets)
+        return out
 
     def predict_proba(self, vectors: np.ndarray, ids) -> np.ndarray:
         """Rows sum to 1, or are all zero before the sample's fold model knows two classes."""
         if self._folds is None or len(vectors) == 0:
             return np.zeros((len(vectors), len(self.classes)))
-        return self._proba(np.asarray(vectors, dtype=np.float64), ids, (self.shrinkage,))[0]
+        return self._proba(np.asarray(vectors, dtype=np.float64), ids)
+
+
+def _pooled(folds: list[_Sums], n_classes: int) -> _Sums:
+    """The sums of every fold together."""
+    whole = _Sums(folds[0].scatter.shape[0])
+    whole.grow(n_classes)
+    for sums in folds:
+        sums.grow(n_classes)
+        whole.counts += sums.counts
+        whole.sums += sums.sums
+        whole.scatter += sums.scatter
+    return whole
+
+
+def _discriminant(counts: np.ndarray, sums: np.ndarray, scatter: np.ndarray):
+    """From a model's sums: the classes present, their means, log priors, the features' scale and the
+    pooled within-class correlation; ``None`` with fewer than two classes (or no degree of freedom)."""
+    present = counts > 0
+    if present.sum() < 2 or counts.sum() <= present.sum():
+        return None
+    means = sums[present] / counts[present, None]
+    within = scatter - (means.T * counts[present]) @ means
+    cov = within / (counts.sum() - present.sum())
+    scale = np.sqrt(np.maximum(np.diag(cov), 1e-12))
+    return present, means, np.log(counts[present] / counts.sum()), scale, cov / np.outer(scale, scale)
+
+
+def _linear(part, shrinkage: float):
+    """The linear discriminant of a model (:func:`_discriminant`) at a ``shrinkage`` of its correlation R
+    toward the identity, ``(present, weights, offsets)`` with ``logits = x @ weights + offsets``: one
+    Cholesky solve of ``(1 - a) R + a I`` against the scaled class means."""
+    present, means, log_priors, scale, correlation = part
+    shrunk = (1 - shrinkage) * correlation
+    shrunk[np.diag_indices_from(shrunk)] += shrinkage
+    scaled = means / scale
+    solved = cho_solve(cho_factor(shrunk, lower=True, check_finite=False), scaled.T, check_finite=False)
+    return present, solved / scale[:, None], log_priors - 0.5 * (scaled * solved.T).sum(axis=1)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(logits)
+    return p / p.sum(axis=1, keepdims=True)
