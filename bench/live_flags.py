@@ -28,7 +28,6 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.quality import LIVE  # noqa: E402
 from consumer.demo.datasets import inject_noise, load  # noqa: E402
 
 
@@ -53,12 +52,12 @@ STREAMS = {"reviews": reviews, "two_sources": two_sources}
 def measure(name: str, n: int, noise: float, flags: list[str], workdir: Path) -> dict:
     texts, labels, classes = STREAMS[name](n)
     noisy, corrupted = inject_noise(labels, noise, n_classes=len(classes), seed=0)
-    source, events = workdir / f"{name}.jsonl", workdir / f"{name}-events.jsonl"
+    source, events, counts = workdir / f"{name}.jsonl", workdir / f"{name}-events.jsonl", workdir / f"{name}.json"
     source.write_text("".join(json.dumps({"sample_id": str(i), "label": classes[y], "text": t, "dataset": name}) + "\n"
                               for i, (t, y) in enumerate(zip(texts, noisy))))
-    done = subprocess.run([sys.executable, "-m", "consumer", "audit", str(source), "--out", str(events), *flags],
-                          capture_output=True, text=True, check=True)
-    live = int(LIVE.search(done.stderr).group(1))  # the summary line bench/quality.py reads too
+    subprocess.run([sys.executable, "-m", "consumer", "audit", str(source), "--out", str(events),
+                    "--summary-out", str(counts), *flags], capture_output=True, text=True, check=True)
+    live = json.loads(counts.read_text())["flagged_live"]  # events are written live ones first
     ids = [int(json.loads(line)["sample_id"]) for line in events.read_text().splitlines()]
     parts = {"live": ids[:live], "final re-audit": ids[live:]}
     return {"stream": name, "n": n, "wrong labels": int(corrupted.sum()),

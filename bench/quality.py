@@ -56,8 +56,6 @@ SETTINGS = {"uniform10": ("uniform", 0.10), "uniform20": ("uniform", 0.20), "pai
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 CACHE_DIR = REPO / "bench" / "out"
 TARGET_MEAN_RATIO, TARGET_MIN_RATIO, TARGET_REVIEW_FACTOR = 1.05, 0.95, 1.5
-SUMMARY = re.compile(r"audited (\d+) samples from (\d+) lines: (\d+) flagged, (\d+) rejected")
-LIVE = re.compile(r"\((\d+) of the events while streaming")
 
 
 # --------------------------------------------------------------------------------------------- metrics
@@ -142,11 +140,11 @@ def write_stream(case: Case, path: Path) -> None:
 def run_audit(case: Case, workdir: Path, audit_args: list[str]) -> dict:
     """Run the real CLI over the case's stream; metrics of its events and verdicts."""
     stem = f"{case.dataset}-{case.setting}-{case.seed}"
-    source, events, verdicts = (workdir / f"{stem}.jsonl", workdir / f"{stem}-events.jsonl",
-                                workdir / f"{stem}-verdicts.jsonl")
+    source, events, verdicts, counts = (workdir / f"{stem}.jsonl", workdir / f"{stem}-events.jsonl",
+                                        workdir / f"{stem}-verdicts.jsonl", workdir / f"{stem}-summary.json")
     write_stream(case, source)
     command = [sys.executable, "-m", "consumer", "audit", str(source), "--out", str(events),
-               "--verdicts-out", str(verdicts), *audit_args]
+               "--verdicts-out", str(verdicts), "--summary-out", str(counts), *audit_args]
     started = time.perf_counter()
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     seconds = time.perf_counter() - started
@@ -155,8 +153,8 @@ def run_audit(case: Case, workdir: Path, audit_args: list[str]) -> dict:
                            f"{shlex.join(command[1:])}\n{done.stderr[-4000:]}")
     event_ids = [orjson.loads(line)["sample_id"] for line in events.read_bytes().splitlines() if line.strip()]
     flagged = set(event_ids)
-    live = LIVE.search(done.stderr)
-    live_flagged = set(event_ids[:int(live.group(1))]) if live else flagged
+    summary = json.loads(counts.read_text())  # the audit's own counts (events are written live ones first)
+    live_flagged = set(event_ids[:summary["flagged_live"]])
     scores: dict[str, float] = {}
     n_verdicts = n_late = 0
     flagged_verdicts: set[str] = set()
@@ -172,7 +170,6 @@ def run_audit(case: Case, workdir: Path, audit_args: list[str]) -> dict:
             flagged_verdicts.add(sid)
     ids = case.ids
     result = detection_metrics(flagged, case.truth, len(ids))
-    summary = SUMMARY.search(done.stderr)
     result.update({
         "live": detection_metrics(live_flagged, case.truth, len(ids)),
         "auprc": auprc(scores, case.truth, ids),
@@ -183,8 +180,8 @@ def run_audit(case: Case, workdir: Path, audit_args: list[str]) -> dict:
         "n_without_verdict": sum(i not in scores for i in ids),
         "flagged_events_without_flagged_verdict": len(flagged - flagged_verdicts),
         "flagged_verdicts_without_event": len(flagged_verdicts - flagged),
-        "rejected": int(summary.group(4)) if summary else None,
-        "cli_summary": summary.group(0) if summary else (done.stderr.strip().splitlines() or [""])[-1],
+        "rejected": summary["rejected"],
+        "cli_summary": (done.stderr.strip().splitlines() or [""])[-1],
     })
     return result
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -99,6 +100,8 @@ def cmd_audit(args) -> int:
     print(f"audited {summary.processed} samples from {summary.lines} lines: {summary.flagged} flagged, "
           f"{summary.rejected} rejected ({summary.flagged_live} of the events while streaming, the rest by the "
           "final re-audit)", file=sys.stderr)
+    if args.summary_out:
+        args.summary_out.write_text(json.dumps(dataclasses.asdict(summary)) + "\n", encoding="utf-8")
     return 0
 
 
@@ -271,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--batch-size", type=int, default=500, help="Samples per micro-batch.")
     audit.add_argument("--annotators-out", type=Path,
                        help="Write the annotator report (JSON list, worst estimated error rate first).")
+    audit.add_argument("--summary-out", type=Path,
+                       help="Also write the counts printed at the end as a JSON object (lines, processed, rejected, "
+                            "flagged, flagged_live), for scripts.")
     _add_settings(audit, DETECTOR_FIELDS + EMBEDDING_FIELDS)
     audit.set_defaults(handler=cmd_audit)
 

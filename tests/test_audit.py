@@ -42,13 +42,17 @@ def test_bad_lines_are_reported_with_line_numbers_and_do_not_stop_the_run(tmp_pa
     good = [orjson.dumps({"sample_id": f"s{i}", "label": "ab"[i % 2], "embedding": [float(i % 2), 1.0]})
             for i in range(60)]
     lines = good[:10] + [b"{broken", b'{"sample_id": "x"}'] + good[10:] + [b"\xff\xfe"]
-    done, _ = _audit(tmp_path, lines)
+    done, events = _audit(tmp_path, lines, "--summary-out", str(tmp_path / "summary.json"))
 
     rejects = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
     assert [r["line"] for r in rejects] == [11, 12, 63]
     assert [r["dead_letter"]["error_type"] for r in rejects] == ["not_json", "schema", "not_json"]
     assert "label" in rejects[1]["dead_letter"]["reason"]
     assert "60 samples from 63 lines" in done.stderr and "3 rejected" in done.stderr
+    # the same counts for scripts (bench/quality.py reads them)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary == {"lines": 63, "processed": 60, "rejected": 3, "flagged": len(events),
+                       "flagged_live": summary["flagged_live"]} and 0 <= summary["flagged_live"] <= len(events)
 
 
 @pytest.mark.parametrize(("policy", "at_least"), [("union", 1), ("vote:2", 2), ("intersection", 3)])
