@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import consumer.pipeline as pipeline_module  # noqa: E402
 from bench.throughput import vector_messages  # noqa: E402
-from consumer.allocator import collect_cycles_less_often  # noqa: E402
+from consumer.runtime import Runtime  # noqa: E402
 from consumer.analytics import Analytics  # noqa: E402
 from consumer.app import build_pipeline  # noqa: E402
 from consumer.pipeline import InputRecord, Pipeline  # noqa: E402
@@ -79,21 +79,21 @@ def records(n: int) -> list[InputRecord]:
 def run(n: int, batch: int, searches: collections.Counter | None = None,
         batch_seconds: list[float] | None = None) -> float:
     data = records(n)
-    collect_cycles_less_often()  # as the command line does
-    pipeline = build_pipeline(Settings(), embedder=None)
-    started = time.perf_counter()
-    for start in range(0, n, batch):
-        began = time.perf_counter()
-        pipeline.process(data[start:start + batch])
-        if batch_seconds is not None:
-            batch_seconds.append(time.perf_counter() - began)
-    elapsed = time.perf_counter() - started
-    if searches is not None:  # how the neighbour searches went (full, or only what changed since)
-        for monitor in pipeline.monitors.values():
-            for detector in monitor.detectors:
-                if detector.neighbor_index is not None:
-                    searches.update(getattr(detector.neighbor_index, "search_counts", {}))
-    return elapsed
+    with Runtime() as runtime:  # the process's runtime, as the command line enters it
+        pipeline = build_pipeline(Settings(), embedder=None, runtime=runtime)
+        started = time.perf_counter()
+        for start in range(0, n, batch):
+            began = time.perf_counter()
+            pipeline.process(data[start:start + batch])
+            if batch_seconds is not None:
+                batch_seconds.append(time.perf_counter() - began)
+        elapsed = time.perf_counter() - started
+        if searches is not None:  # how the neighbour searches went (full, or only what changed since)
+            for monitor in pipeline.monitors.values():
+                for detector in monitor.detectors:
+                    if detector.neighbor_index is not None:
+                        searches.update(getattr(detector.neighbor_index, "search_counts", {}))
+        return elapsed
 
 
 def stage_table(n: int, batch: int) -> None:

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.report import command_line, load_average, provenance, replace_section  # noqa: E402
 from bench.throughput import vector_messages  # noqa: E402
 from consumer.demo.broker import LocalBroker  # noqa: E402
-from consumer.allocator import collect_cycles_less_often  # noqa: E402
+from consumer.runtime import Runtime  # noqa: E402
 from consumer.app import build_service  # noqa: E402
 from consumer.settings import Settings  # noqa: E402
 from consumer.demo.topics import ensure_topics
@@ -55,35 +55,35 @@ def measure(rate: float, seconds: float, seed: int = 0, **overrides) -> dict:
                             group_id="lat", metrics_port=0, max_poll_interval_ms=10_000, session_timeout_ms=6_000,
                             heartbeat_interval_ms=2_000, embedding_preload=False, **overrides)
         ensure_topics(settings, ["lat-in", "lat-reviews", "lat-dlq", "lat-verdicts"])
-        collect_cycles_less_often()  # as the command line does
-        service = build_service(settings, embedder=None).service
-        thread = threading.Thread(target=service.run, daemon=True)
-        thread.start()
-        if not service.assigned.wait(timeout=60):
-            raise TimeoutError("the service never got its partition")
-        with tempfile.TemporaryDirectory() as folder:
-            # the load comes from another process, as it would in production: it shares the cores, not the GIL
-            source = Path(folder) / "values.jsonl"
-            source.write_bytes(b"\n".join(values))
-            subprocess.run([sys.executable, __file__, "--produce", str(source), "--bootstrap", broker.bootstrap_servers,
-                            "--rate", str(rate)], check=True)
-        deadline = time.monotonic() + 120
-        while service.stats.consumed < n and time.monotonic() < deadline:
-            time.sleep(0.1)
-        service.stop()
-        thread.join(timeout=60)
-        config = settings.kafka_config()
-        produced_at = {(r.partition, r.offset): r.timestamp for r in read_topic(config, "lat-in", n, timeout=60)}
-        verdict_ms, review_ms, timeline = [], [], []
-        for record in read_topic(config, "lat-verdicts", n, timeout=60):
-            verdict = SampleVerdict.model_validate_json(record.value)
-            if not verdict.late and verdict.source:
-                verdict_ms.append(record.timestamp - produced_at[(verdict.source.partition, verdict.source.offset)])
-                timeline.append((produced_at[(verdict.source.partition, verdict.source.offset)], verdict_ms[-1]))
-        for record in read_topic(config, "lat-reviews", 1, timeout=10):
-            event = ReviewEvent.model_validate_json(record.value)
-            if not event.late and event.source:
-                review_ms.append(record.timestamp - produced_at[(event.source.partition, event.source.offset)])
+        with Runtime() as runtime:  # the process's runtime, as the command line enters it
+            service = build_service(settings, embedder=None, runtime=runtime).service
+            thread = threading.Thread(target=service.run, daemon=True)
+            thread.start()
+            if not service.assigned.wait(timeout=60):
+                raise TimeoutError("the service never got its partition")
+            with tempfile.TemporaryDirectory() as folder:
+                # the load comes from another process, as it would in production: it shares the cores, not the GIL
+                source = Path(folder) / "values.jsonl"
+                source.write_bytes(b"\n".join(values))
+                subprocess.run([sys.executable, __file__, "--produce", str(source), "--bootstrap", broker.bootstrap_servers,
+                                "--rate", str(rate)], check=True)
+            deadline = time.monotonic() + 120
+            while service.stats.consumed < n and time.monotonic() < deadline:
+                time.sleep(0.1)
+            service.stop()
+            thread.join(timeout=60)
+            config = settings.kafka_config()
+            produced_at = {(r.partition, r.offset): r.timestamp for r in read_topic(config, "lat-in", n, timeout=60)}
+            verdict_ms, review_ms, timeline = [], [], []
+            for record in read_topic(config, "lat-verdicts", n, timeout=60):
+                verdict = SampleVerdict.model_validate_json(record.value)
+                if not verdict.late and verdict.source:
+                    verdict_ms.append(record.timestamp - produced_at[(verdict.source.partition, verdict.source.offset)])
+                    timeline.append((produced_at[(verdict.source.partition, verdict.source.offset)], verdict_ms[-1]))
+            for record in read_topic(config, "lat-reviews", 1, timeout=10):
+                event = ReviewEvent.model_validate_json(record.value)
+                if not event.late and event.source:
+                    review_ms.append(record.timestamp - produced_at[(event.source.partition, event.source.offset)])
     print(f"service: {service.stats.batches} batches (mean {service.stats.consumed / max(service.stats.batches, 1):.0f} "
           f"records), {service.stats.checkpoints} checkpoints", file=sys.stderr)
     return {"rate": rate, "seconds": seconds, "n": n, "consumed": service.stats.consumed, "timeline": timeline,

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import command_line, load_average, provenance, replace_section  # noqa: E402
 from consumer.demo.datasets import inject_noise  # noqa: E402
-from consumer.allocator import collect_cycles_less_often  # noqa: E402
+from consumer.runtime import Runtime  # noqa: E402
 from consumer.app import build_pipeline  # noqa: E402
 from consumer.pipeline import InputRecord  # noqa: E402
 from consumer.settings import Settings  # noqa: E402
@@ -124,33 +124,33 @@ def read(samples: int, wall_s: float, process_s: float) -> Reading:
 
 
 def run(n_total: int, checkpoints: list[int], batch_size: int, seed: int, say) -> tuple[Reading, list[Reading], dict]:
-    collect_cycles_less_often()  # as the command line does
-    pipeline = build_pipeline(Settings(), embedder=None)
-    start = read(0, 0.0, 0.0)
-    say(f"before the first record: RSS {start.rss_kib / 1024:.1f} MiB")
-    readings: list[Reading] = []
-    wanted = sorted(set(checkpoints))
-    counts = {"events": 0, "late": 0, "dead_letters": 0}
-    done, process_s = 0, 0.0
-    started = time.perf_counter()
-    for records in batches(n_total, batch_size, seed, wanted):
-        t0 = time.perf_counter()
-        result = pipeline.process(records)
-        process_s += time.perf_counter() - t0
-        done += len(records)
-        counts["events"] += len(result.events)
-        counts["late"] += sum(e.late for e in result.events)
-        counts["dead_letters"] += len(result.dead_letters)
-        del result, records
-        if wanted and done == wanted[0]:
-            wanted.pop(0)
-            reading = read(done, time.perf_counter() - started, process_s)
-            readings.append(reading)
-            say(f"{done:>8} samples: RSS {reading.rss_kib / 1024:8.1f} MiB, peak {reading.hwm_kib / 1024:8.1f} MiB, "
-                f"{reading.blocks:,} Python blocks, {done / reading.process_s:,.0f} samples/s in process()")
-    if counts["dead_letters"]:
-        raise RuntimeError(f"{counts['dead_letters']} records were dead-lettered; the generated data is wrong")
-    return start, readings, counts
+    with Runtime() as runtime:  # the process's runtime, as the command line enters it
+        pipeline = build_pipeline(Settings(), embedder=None, runtime=runtime)
+        start = read(0, 0.0, 0.0)
+        say(f"before the first record: RSS {start.rss_kib / 1024:.1f} MiB")
+        readings: list[Reading] = []
+        wanted = sorted(set(checkpoints))
+        counts = {"events": 0, "late": 0, "dead_letters": 0}
+        done, process_s = 0, 0.0
+        started = time.perf_counter()
+        for records in batches(n_total, batch_size, seed, wanted):
+            t0 = time.perf_counter()
+            result = pipeline.process(records)
+            process_s += time.perf_counter() - t0
+            done += len(records)
+            counts["events"] += len(result.events)
+            counts["late"] += sum(e.late for e in result.events)
+            counts["dead_letters"] += len(result.dead_letters)
+            del result, records
+            if wanted and done == wanted[0]:
+                wanted.pop(0)
+                reading = read(done, time.perf_counter() - started, process_s)
+                readings.append(reading)
+                say(f"{done:>8} samples: RSS {reading.rss_kib / 1024:8.1f} MiB, peak {reading.hwm_kib / 1024:8.1f} MiB, "
+                    f"{reading.blocks:,} Python blocks, {done / reading.process_s:,.0f} samples/s in process()")
+        if counts["dead_letters"]:
+            raise RuntimeError(f"{counts['dead_letters']} records were dead-lettered; the generated data is wrong")
+        return start, readings, counts
 
 
 # ------------------------------------------------------------------------------------ report

@@ -62,7 +62,7 @@ from bench.embedding_batch import texts_per_second  # noqa: E402
 from consumer.demo.broker import LocalBroker
 from consumer.demo.datasets import inject_noise, load, to_messages
 from consumer.embedding import SentenceEmbedder, embedder_for
-from consumer.allocator import collect_cycles_less_often
+from consumer.runtime import Runtime
 from consumer.app import build_service
 from consumer.service import consumer_options
 from consumer.demo.topics import ensure_topics
@@ -161,46 +161,46 @@ def raw_consumer_baseline(settings: Settings, n: int, timeout: float) -> Timing:
 
 def run_service(settings: Settings, embedder: SentenceEmbedder | None, n: int, timeout: float) -> Timing:
     """The real service in a thread; from its start until it has consumed ``n`` records."""
-    collect_cycles_less_often()  # as the command line does
-    service = build_service(settings, embedder=embedder).service
-    failure: list[BaseException] = []
+    with Runtime() as runtime:  # the process's runtime, as the command line enters it
+        service = build_service(settings, embedder=embedder, runtime=runtime).service
+        failure: list[BaseException] = []
 
-    def target() -> None:
-        try:
-            service.run()
-        except BaseException as error:  # surfaced below
-            failure.append(error)
+        def target() -> None:
+            try:
+                service.run()
+            except BaseException as error:  # surfaced below
+                failure.append(error)
 
-    thread = threading.Thread(target=target, name="labelwatch-bench", daemon=True)
-    started = time.perf_counter()
-    thread.start()
-    joined, first, n_first = None, None, 0
-    deadline = started + timeout
-    while service.stats.consumed < n:
+        thread = threading.Thread(target=target, name="labelwatch-bench", daemon=True)
+        started = time.perf_counter()
+        thread.start()
+        joined, first, n_first = None, None, 0
+        deadline = started + timeout
+        while service.stats.consumed < n:
+            if joined is None and service.assigned.is_set():
+                joined = time.perf_counter() - started
+            if first is None and service.stats.consumed:
+                first, n_first = time.perf_counter() - started, service.stats.consumed
+            if not thread.is_alive():
+                raise RuntimeError(f"the service stopped after {service.stats.consumed} of {n} records") from (
+                    failure[0] if failure else None)
+            if time.perf_counter() > deadline:
+                service.stop()
+                raise TimeoutError(f"the service consumed {service.stats.consumed} of {n} records in {timeout:.0f}s")
+            time.sleep(0.005)
+        elapsed = time.perf_counter() - started
         if joined is None and service.assigned.is_set():
-            joined = time.perf_counter() - started
-        if first is None and service.stats.consumed:
-            first, n_first = time.perf_counter() - started, service.stats.consumed
-        if not thread.is_alive():
-            raise RuntimeError(f"the service stopped after {service.stats.consumed} of {n} records") from (
-                failure[0] if failure else None)
-        if time.perf_counter() > deadline:
-            service.stop()
-            raise TimeoutError(f"the service consumed {service.stats.consumed} of {n} records in {timeout:.0f}s")
-        time.sleep(0.005)
-    elapsed = time.perf_counter() - started
-    if joined is None and service.assigned.is_set():
-        joined = elapsed
-    service.stop()
-    thread.join(timeout=30)
-    if failure:
-        raise RuntimeError("the service failed while stopping") from failure[0]
-    stats = service.stats
-    if stats.processed + stats.dead_lettered != stats.consumed or stats.dead_lettered:
-        raise RuntimeError(f"unexpected service stats: {stats}")
-    log = logging.getLogger("bench")
-    log.info("service stats: %s", stats)
-    return Timing(stats.consumed, elapsed, joined, first, n_first)
+            joined = elapsed
+        service.stop()
+        thread.join(timeout=30)
+        if failure:
+            raise RuntimeError("the service failed while stopping") from failure[0]
+        stats = service.stats
+        if stats.processed + stats.dead_lettered != stats.consumed or stats.dead_lettered:
+            raise RuntimeError(f"unexpected service stats: {stats}")
+        log = logging.getLogger("bench")
+        log.info("service stats: %s", stats)
+        return Timing(stats.consumed, elapsed, joined, first, n_first)
 
 
 # ---------------------------------------------------------------------------------- measures

@@ -8,15 +8,18 @@ fragmentation left behind: on the 1M-sample memory benchmark it stepped up by 88
 and 500k samples and never came down, while the live data stayed the same.
 
 :class:`HeapTrimmer` calls ``malloc_trim(0)``, which hands every whole free page of the heap back
-(``madvise``), at most once per interval. The pipeline runs it after each micro-batch. Two
+(``madvise``), at most once per interval, after each micro-batch. Two
 alternatives were measured (docs/benchmarks.md, Memory): a fixed mmap threshold of 1 MiB kept RSS
 as flat but cost a quarter of the vector path's throughput in page faults; trimming after every
 batch cost no measurable speed. Elsewhere than glibc (musl, macOS) it does nothing.
 
-:func:`collect_cycles_less_often` is the other half of the heap's upkeep: CPython's cycle collector,
-whose defaults suit small heaps, not a service that keeps a window of tens of thousands of samples.
-It collects less often, and what survives a micro-batch is frozen out of its walks
-(:class:`SurvivorFreezer`), with one full collection every ten minutes.
+The other half of the heap's upkeep is CPython's cycle collector, whose defaults suit small heaps,
+not a service that keeps a window of tens of thousands of samples: each full collection walks every
+live object, and with the re-audit window full (about 350,000 objects) one took about 170 ms, seven
+per 20,000 vector samples, 14% of the judging time and a pause each time (docs/benchmarks.md). So a
+long-running process collects less often (:data:`COLLECT_AFTER`), and what survives a micro-batch is
+frozen out of its walks (:class:`SurvivorFreezer`), with one full collection every ten minutes.
+:class:`consumer.runtime.Runtime` applies both, and undoes them.
 """
 
 from __future__ import annotations
@@ -101,44 +104,3 @@ class SurvivorFreezer:
             self._since = now
         gc.freeze()
         return collected
-
-
-_freezer: SurvivorFreezer | None = None
-
-
-def collect_cycles_less_often(threshold: int = COLLECT_AFTER) -> None:
-    """Tune CPython's cycle collector for a long-running service with a large live heap.
-
-    - The youngest generation is collected after ``threshold`` new container objects, not 700.
-    - :func:`freeze_survivors`, which the pipeline calls after each micro-batch, freezes what
-      survived (:class:`SurvivorFreezer`).
-
-    Each full collection walks every live object: with the re-audit window full (about 350,000
-    objects) it took about 170 ms, and the defaults ran seven per 20,000 vector samples, 14% of
-    the judging time and a pause each time (docs/benchmarks.md). The command line sets this for
-    its long-running commands (:func:`consumer.cli.main`); a library user of the pipeline keeps
-    CPython's defaults unless it calls this.
-
-    >>> before = gc.get_threshold()
-    >>> collect_cycles_less_often()
-    >>> gc.get_threshold()[0]
-    10000
-    >>> gc.set_threshold(*before); stop_freezing()
-    """
-    global _freezer
-    gc.set_threshold(threshold, *gc.get_threshold()[1:])
-    if _freezer is None:
-        _freezer = SurvivorFreezer()
-
-
-def stop_freezing() -> None:
-    """Undo :func:`collect_cycles_less_often`'s freezing: every frozen object is collectable again."""
-    global _freezer
-    _freezer = None
-    gc.unfreeze()
-
-
-def freeze_survivors() -> None:
-    """After a micro-batch: freeze what survived, where the process asked for it (:func:`collect_cycles_less_often`)."""
-    if _freezer is not None:
-        _freezer()

@@ -2,8 +2,9 @@
 
 ``run``, ``demo``, ``audit``, ``evaluate`` and the benchmarks all get their pipeline from
 :func:`build_pipeline` and their service from :func:`build_service`; :func:`run` is
-``labelwatch run``: it owns every lifetime (state store, HTTP server, signal handlers, the
-service) in one :class:`~contextlib.ExitStack`, released in reverse order however it ends.
+``labelwatch run``: it owns every lifetime (the process runtime, state store, HTTP server,
+signal handlers, the service) in one :class:`~contextlib.ExitStack`, released in reverse order
+however it ends.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from consumer.health import Health, serve
 from consumer.metrics import Metrics
 from consumer.pipeline import Embedder, Pipeline
+from consumer.runtime import Runtime
 from consumer.service import LabelwatchService
 from consumer.settings import Settings
 from consumer.sinks import DeliveryError
@@ -30,15 +32,16 @@ SETTINGS_MODEL = object()
 
 
 def build_pipeline(settings: Settings, *, metrics: Metrics | None = None, state: StateStore | None = None,
-                   embedder: Embedder | None | object = SETTINGS_MODEL) -> Pipeline:
+                   embedder: Embedder | None | object = SETTINGS_MODEL, runtime: Runtime | None = None) -> Pipeline:
     """The pipeline every mode runs: the detectors of ``settings`` and its embedding model
-    (loaded on first use; pass ``embedder`` to share one already loaded, or ``None`` for vectors only)."""
+    (loaded on first use; pass ``embedder`` to share one already loaded, or ``None`` for vectors only),
+    under the process's ``runtime`` where one is entered (:class:`~consumer.runtime.Runtime`)."""
     if embedder is SETTINGS_MODEL:
         from consumer.embedding import embedder_for
 
         embedder = embedder_for(settings)
     return Pipeline(settings.monitor_config(), embedder, metrics=metrics,
-                    max_message_bytes=settings.max_message_bytes, state=state)
+                    max_message_bytes=settings.max_message_bytes, state=state, runtime=runtime)
 
 
 def open_state(settings: Settings) -> StateStore | None:
@@ -70,11 +73,12 @@ class App:
 
 
 def build_service(settings: Settings, *, state: StateStore | None = None,
-                  embedder: Embedder | None | object = SETTINGS_MODEL, flush_on_stop: bool = False) -> App:
+                  embedder: Embedder | None | object = SETTINGS_MODEL, flush_on_stop: bool = False,
+                  runtime: Runtime | None = None) -> App:
     """The Kafka service of ``settings``, not started (``app.service.run()`` runs it)."""
     metrics = Metrics()
     health = Health(stall_after_s=settings.max_poll_interval_ms / 1000)
-    pipeline = build_pipeline(settings, metrics=metrics, state=state, embedder=embedder)
+    pipeline = build_pipeline(settings, metrics=metrics, state=state, embedder=embedder, runtime=runtime)
     return App(settings, metrics, health, pipeline,
                LabelwatchService(settings, pipeline, health, flush_on_stop=flush_on_stop))
 
@@ -113,15 +117,17 @@ def stop_on_signals(service: LabelwatchService) -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def run(settings: Settings) -> int:
+def run(settings: Settings, runtime: Runtime | None = None) -> int:
     """``labelwatch run``: consume until stopped; 0 after a clean stop.
 
     When outputs cannot be delivered or the state cannot be saved, nothing past the last saved
     state is committed: it logs why and returns 1, so the orchestrator restarts the service, which
-    replays from its last checkpoint once the fault is gone (docs/reliability.md).
+    replays from its last checkpoint once the fault is gone (docs/reliability.md). It runs under
+    ``runtime``, or enters a :class:`~consumer.runtime.Runtime` of its own first (undone last).
     """
     with contextlib.ExitStack() as stack:
-        app = build_service(settings, state=open_state(settings))
+        runtime = runtime or stack.enter_context(Runtime())
+        app = build_service(settings, state=open_state(settings), runtime=runtime)
         stack.enter_context(http_server(app))
         stack.enter_context(stop_on_signals(app.service))
         try:

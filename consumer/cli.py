@@ -52,7 +52,7 @@ def cmd_run(args) -> int:
 
     settings = _settings(args, Settings.model_fields)
     _setup_logging(settings.log_level, settings.log_format)
-    return app.run(settings)
+    return app.run(settings, runtime=args.runtime)
 
 
 def cmd_embed(args) -> int:
@@ -95,7 +95,7 @@ def cmd_audit(args) -> int:
         verdicts = stack.enter_context(args.verdicts_out.open("w", encoding="utf-8")) if args.verdicts_out else None
         annotators = (stack.enter_context(args.annotators_out.open("w", encoding="utf-8"))
                       if args.annotators_out else None)
-        summary = audit_file(build_pipeline(settings), args.input, out, rejects, batch_size=args.batch_size,
+        summary = audit_file(build_pipeline(settings, runtime=args.runtime), args.input, out, rejects, batch_size=args.batch_size,
                              verdicts=verdicts, annotators=annotators)
     print(f"audited {summary.processed} samples from {summary.lines} lines: {summary.flagged} flagged, "
           f"{summary.rejected} rejected ({summary.flagged_live} of the events while streaming, the rest by the "
@@ -126,7 +126,7 @@ def cmd_demo(args) -> int:
     _setup_logging("WARNING")
     try:
         run_demo(settings, dataset=args.dataset, noise=args.noise, seed=args.noise_seed, limit=args.limit,
-                 start_broker="bootstrap_servers" not in explicit, review=args.review)
+                 start_broker="bootstrap_servers" not in explicit, review=args.review, runtime=args.runtime)
     except DemoIncomplete as error:
         print(f"labelwatch demo: {error}", file=sys.stderr)
         return 1
@@ -332,16 +332,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 LONG_RUNNING = ("run", "embed", "audit", "demo")
-"""Commands whose heap is large and long-lived: they tune the cycle collector for it."""
+"""Commands whose heap is large and long-lived: they run under a :class:`~consumer.runtime.Runtime`."""
 
 
 def main(argv: list[str] | None = None) -> int:
-    from consumer.allocator import collect_cycles_less_often
+    from consumer.runtime import Runtime
 
     args = build_parser().parse_args(argv)
-    if args.command in LONG_RUNNING:
-        collect_cycles_less_often()
-    return args.handler(args)
+    with contextlib.ExitStack() as stack:
+        args.runtime = stack.enter_context(Runtime()) if args.command in LONG_RUNNING else None
+        return args.handler(args)
 
 
 if __name__ == "__main__":

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from consumer import reports
-from consumer.allocator import HeapTrimmer, freeze_survivors
 from consumer.analytics import Analytics
 from consumer.metrics import Metrics
 from consumer.positions import LogPositions
 from consumer.records import BatchResult, InputRecord, Payload, decode, review_event, sample_verdict
+from consumer.runtime import Runtime
 from consumer.reviews import apply_corrections
 from consumer.state import DatasetState, DatasetStates, StateStore
 from consumer.vectors import Embedder, Vectors
@@ -41,7 +41,7 @@ class Pipeline:
 
     def __init__(self, monitor_config: MonitorConfig, embedder: Embedder | None,
                  *, metrics: Metrics | None = None, max_message_bytes: int = 1_048_576,
-                 state: StateStore | None = None):
+                 state: StateStore | None = None, runtime: Runtime | None = None):
         self.monitor_config = monitor_config
         self.embedder = embedder
         self.metrics = metrics or Metrics()
@@ -51,7 +51,8 @@ class Pipeline:
         self.positions = LogPositions(self.metrics)
         self.analytics = Analytics(self.metrics)
         self.vectors = Vectors(embedder, self.metrics)
-        self.trim_heap = HeapTrimmer()  # freed temporaries back to the system, so RSS follows the live data
+        # what each batch leaves to the process: the heap trimmed, and where a Runtime is entered, the survivors frozen
+        self.runtime = runtime or Runtime(tune_collector=False)
 
     def prepare(self) -> None:
         """Load the embedding model now, so that no batch pays for it (and a missing model fails at start)."""
@@ -109,8 +110,7 @@ class Pipeline:
             self._process_dataset(dataset, items, result, defer_reaudits)
         for _, letter in result.dead_letters:
             self.metrics.samples_invalid.labels(reason=letter.error_type).inc()
-        self.trim_heap()
-        freeze_survivors()  # (only where the process asked for it: the command line's long-running commands)
+        self.runtime.after_batch()
         return result
 
     def _process_dataset(self, dataset: str, items, result: BatchResult, defer_reaudits: bool = False) -> None:

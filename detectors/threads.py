@@ -94,6 +94,15 @@ def _workers() -> ThreadPoolExecutor:
     return _pool
 
 
+def shut_down() -> None:
+    """Stop the worker threads (the next parallel search starts them again): the process's runtime
+    calls this on exit (:class:`consumer.runtime.Runtime`)."""
+    global _pool
+    pool, _pool = _pool, None
+    if pool is not None:
+        pool.shutdown(wait=True)
+
+
 def on_one_thread(method):
     """``method`` run inside :func:`one_thread` (for the entry points of the detectors' work)."""
 

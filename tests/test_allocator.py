@@ -49,27 +49,33 @@ def test_trims_at_most_once_per_interval():
 
 
 def test_the_long_running_commands_collect_cycles_less_often_and_freeze_what_survives_each_batch():
-    # in a fresh interpreter, through the real entry point: the threshold each command ran under, and
-    # whether a pipeline batch then froze the heap
+    # in a fresh interpreter, through the real entry point: the threshold each command ran under,
+    # whether a pipeline batch under the command's runtime then froze the heap, and that the runtime
+    # was undone (threshold back, nothing frozen, the detectors' worker threads stopped) when it returned
     child = textwrap.dedent("""
-        import gc, sys
+        import gc, sys, threading
+        import numpy as np
         from consumer import cli
         from consumer.app import build_pipeline
         from consumer.settings import Settings
+        from detectors.threads import map_in_parallel
 
         def handler(args):
-            build_pipeline(Settings(), embedder=None).process([])
+            build_pipeline(Settings(), embedder=None, runtime=args.runtime).process([])
+            map_in_parallel(np.linalg.eigvalsh, [np.eye(2)] * 4)  # starts the detectors' worker threads
             print(args.command, gc.get_threshold()[0], gc.get_freeze_count() > 0)
             return 0
 
         cli.cmd_schemas = cli.cmd_run = handler
         assert cli.main(["schemas", "--out", sys.argv[1]]) == 0
         assert cli.main(["run"]) == 0
+        workers = [t for t in threading.enumerate() if t.name.startswith("labelwatch-search")]
+        print("after", gc.get_threshold()[0], gc.get_freeze_count() > 0, len(workers))
     """)
     result = subprocess.run([sys.executable, "-c", child, "/nonexistent"], cwd=REPO, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["schemas", "700", "False", "run", "10000", "True"]
+    assert result.stdout.split() == ["schemas", "700", "False", "run", "10000", "True", "after", "700", "False", "0"]
 
 
 def test_cycles_among_frozen_objects_are_collected_at_the_next_full_collection():

@@ -10,6 +10,7 @@ import orjson
 from kafka import KafkaConsumer, KafkaProducer
 
 from consumer.app import build_service, http_server
+from consumer.runtime import Runtime
 from consumer.demo.broker import LocalBroker, free_port
 from consumer.demo.datasets import corrupted_ids, inject_noise, load, to_messages
 from consumer.demo.topics import ensure_topics
@@ -25,7 +26,8 @@ MALFORMED = [
 
 
 def run_demo(settings: Settings, *, dataset: str = "digits", noise: float = 0.1, seed: int = 0,
-             limit: int | None = None, start_broker: bool = True, review: bool = False, out=print) -> dict:
+             limit: int | None = None, start_broker: bool = True, review: bool = False, out=print,
+             runtime: Runtime | None = None) -> dict:
     """Stream ``dataset`` with ``noise`` label noise through labelwatch; report what it caught.
 
     With ``review``, once every sample is judged the broker, the service and a review desk keep
@@ -65,7 +67,7 @@ def run_demo(settings: Settings, *, dataset: str = "digits", noise: float = 0.1,
 
         # on stop, the stream is over: the service re-audits the whole window, as `labelwatch audit`
         # does at end of input, and delivers it like any batch (routed, budgeted, retried)
-        app = build_service(settings, flush_on_stop=True)
+        app = build_service(settings, flush_on_stop=True, runtime=runtime)
         stack.enter_context(http_server(app))
         out(f"metrics: http://127.0.0.1:{port}/metrics")
         pipeline, service = app.pipeline, app.service
