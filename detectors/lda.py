@@ -20,9 +20,6 @@ from detectors.threads import map_in_parallel
 SHRINKAGES = (0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.9)
 """Candidate shrinkages of the correlation matrix toward the identity; the data picks one."""
 
-CHOICE_WARMUP = 8
-"""Learning steps that each choose the shrinkage before :class:`FoldLDA` chooses only every ``choose_every``-th."""
-
 
 class _Sums:
     """Count, per-class sums and scatter of the samples of one fold."""
@@ -56,8 +53,7 @@ class FoldLDA:
     re-scored long after it was learned.
     The shrinkage is chosen by the data: before a step is learned, its samples (out of sample for
     every model) score each candidate by log loss, and the running best is used. That takes an
-    eigendecomposition per fold, so after the first :data:`CHOICE_WARMUP` choices only every
-    ``choose_every``-th step chooses; predictions need one Cholesky solve per fold and step.
+    eigendecomposition per fold and step; predictions need one Cholesky solve per fold and step.
 
     >>> classes = LabelIndex()
     >>> model = FoldLDA(classes, n_folds=3)
@@ -70,19 +66,12 @@ class FoldLDA:
     ('1', True)
     """
 
-    # class defaults: older checkpoints counted no steps (they choose at every step from then on, as before)
-    n_steps = 0
-    n_choices = 0
-    choose_every = 1
-
-    def __init__(self, classes: LabelIndex, *, n_folds: int = 5, decay: float = 0.9, choose_every: int = 4):
+    def __init__(self, classes: LabelIndex, *, n_folds: int = 5, decay: float = 0.9):
         if n_folds < 2:
             raise ValueError("n_folds must be at least 2")
         self.classes = classes
         self.n_folds = n_folds
         self.decay = decay
-        self.choose_every = choose_every
-        self.n_steps = self.n_choices = 0
         self._folds: list[_Sums] | None = None
         self._losses = np.zeros(len(SHRINKAGES))
         self.shrinkage = 0.2
@@ -113,13 +102,8 @@ class FoldLDA:
 
     def _choose_shrinkage(self, x: np.ndarray, label_ids: np.ndarray, ids) -> None:
         """Score every candidate shrinkage on the step's samples, out of sample for every fold model, each
-        by its own fold's (one eigendecomposition per fold gives every candidate); keep the best so far.
-        Once the first :data:`CHOICE_WARMUP` choices are made, only every ``choose_every``-th step chooses."""
-        self.n_steps += 1
+        by its own fold's (one eigendecomposition per fold gives every candidate); keep the best so far."""
         if self.n_learned < 2 * len(self.classes) + 2:
-            return
-        self.n_choices += 1
-        if self.n_choices > CHOICE_WARMUP and (self.n_choices - CHOICE_WARMUP) % self.choose_every:
             return
         whole = _pooled(self._folds, len(self.classes))
         parts = [_discriminant(whole.counts - f.counts, whole.sums - f.sums, whole.scatter - f.scatter)

@@ -1,5 +1,4 @@
-"""The cross-fitted LDA: each fold's model is the shrunk-correlation LDA of the other folds, solved
-exactly; the shrinkage is chosen out of sample, every step at first, then every fourth."""
+"""The cross-fitted LDA: each fold's model is the shrunk-correlation LDA of the other folds, solved exactly."""
 
 from __future__ import annotations
 
@@ -7,7 +6,6 @@ import numpy as np
 
 from detectors import FoldLDA, LabelIndex
 from detectors.folds import fold_of
-from detectors.lda import CHOICE_WARMUP
 
 
 def stream(n: int, seed: int = 0):
@@ -44,18 +42,3 @@ def test_each_fold_model_is_the_shrunk_lda_of_every_other_fold():
         rows = folds == f
         want = explicit_lda(x[learned != f], y[learned != f], queries[rows], model.shrinkage)
         np.testing.assert_allclose(got[rows], want, rtol=1e-9, atol=1e-12)
-
-
-def test_the_shrinkage_is_chosen_at_every_early_step_then_at_every_fourth():
-    x, y, ids = stream(200 * 20, seed=2)
-    classes = LabelIndex()
-    model = FoldLDA(classes, n_folds=5)
-    chose = []
-    for start in range(0, len(ids), 200):
-        before = model._losses.copy()
-        model.learn(x[start:start + 200], classes.encode([str(v) for v in y[start:start + 200]]), ids[start:start + 200])
-        chose.append(not np.array_equal(before, model._losses))
-    # the first step has nothing to score with; then CHOICE_WARMUP choices, then one in four
-    assert chose[1:1 + CHOICE_WARMUP] == [True] * CHOICE_WARMUP and not chose[0]
-    later = chose[1 + CHOICE_WARMUP:]
-    assert later == [(i + 1) % 4 == 0 for i in range(len(later))]
