@@ -183,6 +183,7 @@ class IncrementalSearch:
 
     def entries(self, ids, prints, stamps: np.ndarray, bound: np.ndarray, reservoir: Reservoir,
                 stacked: Stacked) -> Entries:
+        """The cache entries of queries searched now, over ``stacked`` of ``reservoir``."""
         return Entries(list(ids), list(prints), stamps, bound, reservoir.n_stamped, self.drift, stacked.version)
 
     def remember(self, entries: Sequence[Entries]) -> None:
@@ -257,9 +258,9 @@ class IncrementalSearch:
         if bounds is not None and not done.all():
             self._bound_votes(stacked, found, exact, limit, k, ~done, group, bounds)
         bound = np.maximum(limit, found.beyond.astype(np.float64) + error)
-        return [Entries([ids[i] for i in np.flatnonzero(done).tolist()], [prints[i] for i in np.flatnonzero(done).tolist()],
-                        stacked.stamps_of(found.best[done]), bound[done], reservoir.n_stamped, self.drift,
-                        stacked.version)]
+        kept = np.flatnonzero(done).tolist()
+        return [self.entries([ids[i] for i in kept], [prints[i] for i in kept], stacked.stamps_of(found.best[done]),
+                             bound[done], reservoir, stacked)]
 
     @staticmethod
     def _bound_votes(stacked: Stacked, found, exact: np.ndarray, limit: np.ndarray, k: int, unsettled: np.ndarray,
