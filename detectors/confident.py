@@ -206,7 +206,7 @@ class ConfidentLearning(Detector):
                            self.calibration.thresholds.values(len(self.classes)))
 
     def estimated_error_rate(self) -> float:
-        """The share of learned samples mislabelled, estimated as cleanlab does: the calibrated confident joint."""
+        """The share of recent learned samples mislabelled, from their most typical samples (:meth:`Calibration.estimated_error_rate`)."""
         return self.calibration.estimated_error_rate()
 
     # class defaults: older checkpoints have neither
