@@ -176,6 +176,8 @@ def run_audit(case: Case, workdir: Path, audit_args: list[str]) -> dict:
         "flagged_events_without_flagged_verdict": len(flagged - flagged_verdicts),
         "flagged_verdicts_without_event": len(flagged_verdicts - flagged),
         "rejected": summary["rejected"],
+        # the share of labels the audit estimated wrong at the end (its flag budgets followed it)
+        "estimated_error_rate": next(iter(summary.get("estimated_error_rate", {}).values()), None),
         "cli_summary": (done.stderr.strip().splitlines() or [""])[-1],
     })
     return result

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import IO
@@ -21,6 +21,8 @@ class AuditSummary:
     rejected: int = 0
     flagged: int = 0
     flagged_live: int = 0  # events before the final re-audit: what `labelwatch run` would have sent
+    # per dataset, the share of labels estimated wrong at the end, which the flag budgets followed
+    estimated_error_rate: dict[str, float | None] = field(default_factory=dict)
 
 
 def _records(stream: IO[bytes]) -> Iterator[InputRecord]:
@@ -66,6 +68,8 @@ def audit_file(pipeline: Pipeline, input_path: Path, out: IO[str], rejects: IO[s
     final = pipeline.flush()  # the end of the input: re-audit everything still in the window
     sink.deliver(final)
     summary.flagged += len(final.events)
+    summary.estimated_error_rate = {name: monitor.estimated_error_rate()
+                                    for name, monitor in sorted(pipeline.monitors.items())}
     if annotators is not None:
         json.dump(pipeline.annotator_report(), annotators, indent=1)
         annotators.write("\n")

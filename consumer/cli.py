@@ -276,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Write the annotator report (JSON list, worst estimated error rate first).")
     audit.add_argument("--summary-out", type=Path,
                        help="Also write the counts printed at the end as a JSON object (lines, processed, rejected, "
-                            "flagged, flagged_live), for scripts.")
+                            "flagged, flagged_live, and each dataset's estimated_error_rate, which the flag budgets followed), "
+                            "for scripts.")
     _add_settings(audit, DETECTOR_FIELDS + EMBEDDING_FIELDS)
     audit.set_defaults(handler=cmd_audit)
 

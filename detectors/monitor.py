@@ -189,11 +189,16 @@ class LabelMonitor:
         self.n_seen += len(batch)
         return assessments
 
-    def _allowance(self, n: int) -> float | None:
-        """How many flags may have been sent while streaming after ``n`` samples (:func:`~detectors.budget.allowance`),
-        at the error rate estimated by the first voting detector that estimates one; ``None``: no limit."""
+    def estimated_error_rate(self) -> float | None:
+        """The share of labels estimated wrong, by the first voting detector that estimates one; the flag
+        budgets follow it. ``None``: no detector estimates one, and flags have no limit."""
         rates = (d.estimated_error_rate() for d in self.detectors if self.voters is None or d.name in self.voters)
-        return allowance(next((rate for rate in rates if rate is not None), None), n)
+        return next((rate for rate in rates if rate is not None), None)
+
+    def _allowance(self, n: int) -> float | None:
+        """How many flags may have been sent while streaming after ``n`` samples (:func:`~detectors.budget.allowance`)
+        at the :meth:`estimated_error_rate`; ``None``: no limit."""
+        return allowance(self.estimated_error_rate(), n)
 
     def _within_budget(self, assessments: list[Assessment], *, late: bool) -> list[Assessment]:
         """Withdraw flags beyond the live flag budget (:class:`~detectors.budget.FlagBudget`): first verdicts

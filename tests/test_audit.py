@@ -52,7 +52,9 @@ def test_bad_lines_are_reported_with_line_numbers_and_do_not_stop_the_run(tmp_pa
     # the same counts for scripts (bench/quality.py reads them)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary == {"lines": 63, "processed": 60, "rejected": 3, "flagged": len(events),
-                       "flagged_live": summary["flagged_live"]} and 0 <= summary["flagged_live"] <= len(events)
+                       "flagged_live": summary["flagged_live"], "estimated_error_rate": summary["estimated_error_rate"]}
+    assert 0 <= summary["flagged_live"] <= len(events)
+    assert list(summary["estimated_error_rate"]) == ["default"] and 0 <= summary["estimated_error_rate"]["default"] <= 1
 
 
 @pytest.mark.parametrize(("policy", "at_least"), [("union", 1), ("vote:2", 2), ("intersection", 3)])
