@@ -15,6 +15,7 @@ from consumer import reports
 from consumer.analytics import Analytics
 from consumer.metrics import Metrics
 from consumer.positions import LogPositions
+from consumer.previews import Previews
 from consumer.records import BatchResult, InputRecord, Payload, decode, review_event, sample_verdict
 from consumer.runtime import Runtime
 from consumer.reviews import apply_corrections
@@ -132,8 +133,8 @@ class Pipeline:
         result.n_processed += len(kept)
         self._count(dataset, state.monitor, len(kept))
         self.analytics.after_batch(dataset, state, samples, assessments)
-        for payload, assessment in zip(payloads, assessments):
-            self._record(payload, assessment, result, late=False)
+        state.previews.remember(samples)
+        self._record_all(state, payloads, assessments, result, late=False)
         self._record_late(state, late, result)
 
     def _count(self, dataset: str, monitor: LabelMonitor, n: int) -> None:
@@ -146,15 +147,23 @@ class Pipeline:
                 self.metrics.cluster_purity.labels(dataset=label).set(cluster.purity)
 
     def _record_late(self, state: DatasetState, late: list[LateVerdict[Payload]], result: BatchResult) -> None:
-        for verdict in late:
-            self._record(verdict.payload, verdict.assessment, result, late=True)
+        self._record_all(state, [v.payload for v in late], [v.assessment for v in late], result, late=True)
         self.analytics.after_late(state, late)
 
-    def _record(self, payload: Payload, assessment: Assessment, result: BatchResult, *, late: bool) -> None:
+    def _record_all(self, state: DatasetState, payloads: Sequence[Payload], assessments: Sequence[Assessment],
+                    result: BatchResult, *, late: bool) -> None:
+        """Each sample's verdict, and a review event for each flagged one (ranked against the window once)."""
+        shares = iter(state.monitor.suspect_share([a.verdict.score for a in assessments if a.verdict.flagged]))
+        for payload, assessment in zip(payloads, assessments):
+            self._record(payload, assessment, result, late=late, previews=state.previews,
+                         share=next(shares) if assessment.verdict.flagged else None)
+
+    def _record(self, payload: Payload, assessment: Assessment, result: BatchResult, *, late: bool,
+                previews: Previews, share: float | None) -> None:
         sample, source = payload
         result.verdicts.append(sample_verdict(sample, assessment, source, late=late))
         if assessment.verdict.flagged:
-            event = review_event(sample, assessment, source, late=late)
+            event = review_event(sample, assessment, source, late=late, previews=previews, suspect_share=share)
             result.events.append(event)
             self.metrics.review_events.labels(dataset=self.metrics.dataset_label(sample.dataset)).inc()
             for reason in event.reasons:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
+from consumer.previews import Previews
 from detectors import Assessment
 from schemas import (AnnotatedSample, DeadLetter, Neighbor, Reason, ReviewContext, ReviewEvent, SampleVerdict,
                      SourcePosition, make_event_id, priority_of)
@@ -124,9 +125,11 @@ def decode(record: InputRecord, max_bytes: int) -> AnnotatedSample | DeadLetter:
 
 
 def review_event(sample: AnnotatedSample, assessment: Assessment, source: SourcePosition | None,
-                 *, late: bool = False) -> ReviewEvent:
+                 *, late: bool = False, previews: Previews | None = None,
+                 suspect_share: float | None = None) -> ReviewEvent:
     """The review event for a flagged sample: its evidence, suggestion and a replay-stable id, and for
-    the reviewer its metadata and its context (cluster label mix, nearest earlier samples) when the
+    the reviewer its metadata, how suspect it is among recent samples (``suspect_share``), and its
+    context (cluster label mix, nearest earlier samples with what ``previews`` keeps of them) when the
     monitor took one."""
     context = assessment.context
     reasons = [
@@ -150,10 +153,16 @@ def review_event(sample: AnnotatedSample, assessment: Assessment, source: Source
         text=sample.text,
         context=None if context is None else ReviewContext(
             cluster_labels=dict(context.cluster_labels),
-            neighbors=[Neighbor(sample_id=sample_id, label=label, similarity=similarity)
+            neighbors=[_neighbor(sample_id, label, similarity, previews)
                        for sample_id, label, similarity in context.neighbors]),
         metadata=sample.metadata,
+        suspect_share=suspect_share,
     )
+
+
+def _neighbor(sample_id: str, label: str, similarity: float, previews: Previews | None) -> Neighbor:
+    snippet, thumbnail = (previews.of(sample_id) if previews is not None else None) or (None, None)
+    return Neighbor(sample_id=sample_id, label=label, similarity=similarity, snippet=snippet, thumbnail=thumbnail)
 
 
 def sample_verdict(sample: AnnotatedSample, assessment: Assessment, source: SourcePosition | None,

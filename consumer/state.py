@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from collections.abc import Callable
 from pathlib import Path
 
+from consumer.previews import Previews
 from detectors import AnnotatorQuality, Consensus, LabelMonitor, ShareDrift
 
 MAGIC = b"LWCKPT"
@@ -63,11 +64,17 @@ class DatasetState:
     label_drift: ShareDrift = field(default_factory=ShareDrift)
     cluster_drift: ShareDrift = field(default_factory=ShareDrift)
     consensus: Consensus = field(default_factory=Consensus)
+    previews: Previews = field(default_factory=Previews)  # what reviewers see of recent samples as neighbours
     reviewed: dict[str, int] = field(default_factory=dict)  # reviewers' answers by outcome
     topic_ids: dict[str, str] = field(default_factory=dict)  # the incarnation of each topic the positions refer to
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.previews, Previews):  # (a checkpoint keeps them as a plain ordered dict)
+            self.previews = Previews.restored(self.previews)
+
     def fields(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """What a checkpoint saves: the fields, in classes of no module of the service shell."""
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, "previews": self.previews.saved()}
 
 
 class StateUnwritable(RuntimeError):

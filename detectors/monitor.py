@@ -154,6 +154,20 @@ class LabelMonitor:
         Safe to call from another thread than the one processing (:meth:`ReauditSchedule.recent`)."""
         return [(j.sample_id, j.label, j.assessment.cluster_id) for j in self.schedule.recent(n)]
 
+    def suspect_share(self, scores: Sequence[float]) -> list[float]:
+        """For each score, the share of the re-audit window's samples whose latest score is at least as
+        high (0.05: among the top 5% most suspect); 1.0 for every score while the window is empty.
+
+        >>> monitor = LabelMonitor.from_config(MonitorConfig())
+        >>> monitor.suspect_share([0.9])
+        [1.0]
+        """
+        window = np.sort([j.assessment.verdict.score for j in self.schedule.window])
+        if not len(window):
+            return [1.0] * len(scores)
+        at_least = len(window) - np.searchsorted(window, np.asarray(scores, dtype=float), side="left")
+        return (np.maximum(at_least, 1) / len(window)).tolist()
+
     @property
     def pending_reaudits(self) -> int:
         """Re-audits of the last learned step that :meth:`run_reaudits` has not run yet."""

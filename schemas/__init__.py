@@ -2,7 +2,8 @@
 
 from schemas.correction import CORRECTION_VERSION, Correction
 from schemas.dead_letter import DeadLetter
-from schemas.review import Neighbor, Reason, ReviewContext, ReviewEvent, SourcePosition, make_event_id, priority_of
+from schemas.review import (Neighbor, Reason, ReviewContext, ReviewEvent, SourcePosition, displayable_image, make_event_id,
+                            priority_of)
 from schemas.sample import AnnotatedSample, UserPrediction
 from schemas.verdict import SampleVerdict
 from schemas.json_schema import SCHEMA_MODELS, json_schemas
@@ -20,6 +21,7 @@ __all__ = [
     "SampleVerdict",
     "SourcePosition",
     "UserPrediction",
+    "displayable_image",
     "json_schemas",
     "make_event_id",
     "priority_of",

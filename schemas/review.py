@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,14 +30,46 @@ class Reason(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+SNIPPET_CHARS = 200
+"""A neighbour's text is shown to this many characters."""
+THUMBNAIL_CHARS = 4096
+"""A neighbour's image travels in the event only as an address or a data URI of at most this many characters."""
+IMAGE_URL_CHARS = 256 * 1024
+"""The longest image address or data URI a flagged sample's own ``metadata.image_url`` may be to be shown."""
+_DATA_IMAGE = re.compile(r"data:image/(png|jpeg|gif|webp);base64,[A-Za-z0-9+/=]+")
+
+
+def displayable_image(value: Any, max_chars: int = IMAGE_URL_CHARS) -> str | None:
+    """``value`` if a reviewer's browser may show it as an image: an http(s) address, or a base64 ``data:``
+    URI of a raster image (PNG, JPEG, GIF or WebP; not SVG, which can carry scripts), of at most
+    ``max_chars`` characters; otherwise ``None``.
+
+    >>> displayable_image("https://example.org/cat.png"), displayable_image("data:image/png;base64,iVBORw0KGgo=")
+    ('https://example.org/cat.png', 'data:image/png;base64,iVBORw0KGgo=')
+    >>> [displayable_image(v) for v in ("javascript:alert(1)", "data:image/svg+xml;base64,PHN2Zz4=", 7)]
+    [None, None, None]
+    """
+    if not isinstance(value, str) or len(value) > max_chars:
+        return None
+    if value.startswith(("https://", "http://")) and not any(c.isspace() or c in "\"'<>" for c in value):
+        return value
+    return value if _DATA_IMAGE.fullmatch(value) else None
+
+
 class Neighbor(BaseModel):
-    """An earlier sample near a flagged one, with the label it was given."""
+    """An earlier sample near a flagged one, with the label it was given, and what a reviewer can see
+    of it: the start of its text, or a small image (either kept bounded in the event)."""
 
     model_config = ConfigDict(frozen=True)
 
     sample_id: str
     label: str
     similarity: float = Field(description="Cosine similarity to the flagged sample (after standardisation).")
+    snippet: str | None = Field(default=None, max_length=SNIPPET_CHARS + 1,
+                                description=f"The start of its text (at most {SNIPPET_CHARS} characters and an ellipsis).")
+    thumbnail: str | None = Field(default=None, max_length=THUMBNAIL_CHARS,
+                                  description="Its image (``metadata.image_url``): an http(s) address or a small "
+                                              "``data:`` URI.")
 
 
 class ReviewContext(BaseModel):
@@ -85,6 +118,9 @@ class ReviewEvent(BaseModel):
     context: ReviewContext | None = Field(default=None, description="The cluster's label mix and the nearest earlier "
                                                                     "samples, when the detectors have them.")
     metadata: dict[str, Any] = Field(default_factory=dict, description="The sample's metadata, shown to reviewers.")
+    suspect_share: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="The share of the dataset's recent samples (the re-audit window) "
+                                                  "judged at least as suspect: 0.05 is the top 5%.")
 
 
 def priority_of(score: float, n_reasons: int) -> int:
