@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 from schemas import Reason, ReviewEvent
@@ -26,6 +27,36 @@ def in_words(event: ReviewEvent) -> list[str]:
         label, count = votes.most_common(1)[0]
         lines.append(f"{count} of its {len(event.context.neighbors)} nearest earlier samples are labelled {label}.")
     return lines
+
+
+def suspect_in_words(share: float) -> str:
+    """How suspect an event is among its dataset's recent samples (``ReviewEvent.suspect_share``), in words.
+
+    >>> [suspect_in_words(s) for s in (0.0004, 0.012, 0.05, 0.31)]
+    ['top 0.1% most suspect', 'top 2% most suspect', 'top 5% most suspect', 'top 31% most suspect']
+    """
+    percent = 100 * share
+    shown = f"{max(math.ceil(percent * 10) / 10, 0.1):g}" if percent < 1 else f"{math.ceil(percent - 1e-9):d}"
+    return f"top {shown}% most suspect"
+
+
+def band_in_words(band: tuple[float, float]) -> str:
+    """A score band of :func:`~consumer.desk.queue.band_of` in words.
+
+    >>> band_in_words((0.0, 0.01)), band_in_words((0.05, 0.1))
+    ('the top 1%', 'the top 5–10%')
+    """
+    above, upto = (f"{100 * b:g}" for b in band)
+    return f"the top {upto}%" if band[0] == 0 else f"the top {above}–{upto}%"
+
+
+def score_in_words(score: float) -> str:
+    """A score to 4 significant digits (``1.000`` stays ``1.000``, not ``1``).
+
+    >>> score_in_words(0.99962), score_in_words(1.0), score_in_words(0.0123456)
+    ('0.9996', '1.000', '0.01235')
+    """
+    return f"{score:#.4g}"
 
 
 def _reason(reason: Reason, event: ReviewEvent) -> str:

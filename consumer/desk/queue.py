@@ -21,6 +21,23 @@ from datetime import date, datetime, timezone
 from schemas import Correction, ReviewEvent
 
 CLOSING = ("confirmed", "false_alarm")
+SUSPECT_BANDS = (0.01, 0.05, 0.10, 0.25, 1.0)
+"""The score bands reviewers' precision is counted in, by how suspect an event was among its dataset's
+recent samples (``ReviewEvent.suspect_share``): the top 1%, 1–5%, 5–10%, 10–25%, and the rest."""
+
+
+def band_of(share: float) -> tuple[float, float]:
+    """The band ``(above, up to)`` of :data:`SUSPECT_BANDS` that a ``suspect_share`` falls in.
+
+    >>> band_of(0.004), band_of(0.05), band_of(0.3)
+    ((0.0, 0.01), (0.01, 0.05), (0.25, 1.0))
+    """
+    above = 0.0
+    for bound in SUSPECT_BANDS:
+        if share <= bound:
+            return above, bound
+        above = bound
+    return above, 1.0
 
 
 @dataclass(frozen=True)
@@ -204,6 +221,19 @@ class ReviewQueue:
 
     def text_of(self, dataset: str, sample_id: str) -> str | None:
         return self._texts.get((dataset, sample_id))
+
+    def band_precision(self, dataset: str, band: tuple[float, float]) -> tuple[int, int]:
+        """``(confirmed, answered)``: the dataset's answered events of that score band (:func:`band_of`) that
+        reviewers confirmed wrong, and all those they answered (confirmed or false alarm)."""
+        confirmed = answered = 0
+        with self._lock:
+            for answer in self._answers.values():
+                event = self._events.get(answer.event_id) if answer.event_id else None
+                if (answer.outcome in CLOSING and event is not None and event.dataset == dataset
+                        and event.suspect_share is not None and band_of(event.suspect_share) == band):
+                    answered += 1
+                    confirmed += answer.outcome == "confirmed"
+        return confirmed, answered
 
     def progress(self, today: date | None = None) -> dict[str, Progress]:
         """Per dataset: open events, answers today (UTC), and confirmed against false alarms."""

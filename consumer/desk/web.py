@@ -4,7 +4,11 @@ Sign-in: a reviewer's token, either once on the sign-in form (then a signed sess
 every request as ``Authorization: Bearer TOKEN``. Writes made with the session cookie carry a
 CSRF token (a form field, or the ``X-CSRF-Token`` header for the API); bearer requests carry no
 cookie, so they need none. Templates escape everything they show (Jinja2's autoescape), and the
-Content-Security-Policy allows only the desk's own script and stylesheet.
+Content-Security-Policy allows only the desk's own script and stylesheet. Images (a sample's
+``metadata.image_url``, a neighbour's thumbnail) may come from the desk, from ``data:`` URIs and from
+http(s) addresses: ``img-src`` allows those and nothing runs from them; only raster ``data:`` images
+and http(s) addresses are put in an ``<img>`` at all (:func:`schemas.displayable_image`), and the
+``no-referrer`` policy keeps the desk's address from the image's host.
 """
 
 from __future__ import annotations
@@ -17,16 +21,17 @@ from flask import Flask, abort, flash, jsonify, redirect, render_template, reque
 from werkzeug.exceptions import HTTPException
 
 from consumer.desk.desk import Refused, ReviewDesk
-from consumer.desk.explain import in_words
+from consumer.desk.explain import band_in_words, in_words, score_in_words, suspect_in_words
 from consumer.tailing import Unavailable
-from consumer.desk.queue import Filters
+from consumer.desk.queue import Filters, band_of
+from schemas import displayable_image
 from consumer.desk.reviewers import Reviewers
 
 HOTKEYS = "1234567890"
 """Keys that relabel to the first ten other labels, in the style of Label Studio's choice hotkeys."""
 OUTCOMES = ("confirmed", "false_alarm", "skip")
 SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: https: http:; "
                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -131,13 +136,25 @@ def create_app(desk: ReviewDesk, reviewers: Reviewers, *, secret_key: bytes) -> 
             relabels = list(zip(HOTKEYS, others))
         neighbors = []
         if current is not None and current.context:
-            neighbors = [(n, desk.queue.text_of(current.dataset, n.sample_id)) for n in current.context.neighbors]
+            neighbors = [(n, n.snippet or desk.queue.text_of(current.dataset, n.sample_id))
+                         for n in current.context.neighbors]
         return render_template(
             "queue.html", reviewer=reviewer, current=current, reasons=in_words(current) if current else [],
+            suspicion=suspicion(current) if current else None, score_in_words=score_in_words,
+            image=displayable_image(current.metadata.get("image_url")) if current else None,
             neighbors=neighbors, relabels=relabels, upcoming=upcoming[:20], n_open=len(upcoming) + bool(current),
             progress=desk.queue.progress(), filters=chosen, datasets=desk.queue.datasets(),
             back=urlencode({k: v for k, v in vars(chosen).items() if v}), csrf=csrf_token(),
             show_session=how == "session")
+
+    def suspicion(event) -> dict:
+        """How suspect ``event`` is, in words, and what reviewers confirmed in its score band."""
+        if event.suspect_share is None:
+            return {}
+        band = band_of(event.suspect_share)
+        confirmed, answered = desk.queue.band_precision(event.dataset, band)
+        return {"rank": suspect_in_words(event.suspect_share), "band": band_in_words(band),
+                "confirmed": confirmed, "answered": answered}
 
     @app.post("/answer")
     def answer_form():
