@@ -5,6 +5,8 @@ Used by the demo, the tests and the benchmarks; every loader works offline.
 
 from __future__ import annotations
 
+import base64
+import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +24,7 @@ class LabeledData:
     class_names: list[str]
     vectors: np.ndarray | None = None
     texts: list[str] | None = None
+    images: np.ndarray | None = None  # grey levels in [0, 1], one 2-d array per row, for reviewers to see
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -33,7 +36,8 @@ def load(name: str) -> LabeledData:
         from sklearn.datasets import load_digits
 
         x, y = load_digits(return_X_y=True)
-        return LabeledData(name, y.astype(np.int64), [str(c) for c in range(10)], vectors=x.astype(np.float32))
+        return LabeledData(name, y.astype(np.int64), [str(c) for c in range(10)], vectors=x.astype(np.float32),
+                           images=x.reshape(-1, 8, 8) / 16.0)
     if name == "image_segments":
         from river.datasets import ImageSegments
 
@@ -130,8 +134,25 @@ def to_messages(data: LabeledData, noisy: np.ndarray, *, dataset: str | None = N
             message["embedding"] = [round(float(v), 6) for v in data.vectors[i]]
         else:
             message["text"] = data.texts[i]
+        if data.images is not None:
+            message["metadata"] = {"image_url": png_data_uri(data.images[i])}
         messages.append(message)
     return messages
+
+
+def png_data_uri(grey: np.ndarray) -> str:
+    """A grey image (levels in [0, 1], dark ink on white) as a PNG ``data:`` URI: what the review desk shows.
+
+    >>> uri = png_data_uri(np.eye(8))
+    >>> uri.startswith("data:image/png;base64,"), len(uri) < 200
+    (True, True)
+    """
+    from PIL import Image
+
+    pixels = np.clip(255 * (1 - np.asarray(grey, dtype=float)), 0, 255).round().astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(out, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode("ascii")
 
 
 def corrupted_ids(data: LabeledData, corrupted: np.ndarray) -> set[str]:

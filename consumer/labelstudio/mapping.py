@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from schemas import CORRECTION_VERSION, AnnotatedSample, Correction, ReviewEvent
+from schemas import CORRECTION_VERSION, AnnotatedSample, Correction, ReviewEvent, displayable_image
 
 MODEL_VERSION = "labelwatch"
 """The ``model_version`` of the predictions on review tasks."""
@@ -156,13 +156,15 @@ def version_of(annotation: dict) -> tuple[int, str]:
 
 
 def sample_of(task: dict, annotation: dict, project_id: int, controls: Controls, *, text_field: str = "text",
-              id_field: str | None = None) -> AnnotatedSample | None:
+              id_field: str | None = None, image_field: str = "image") -> AnnotatedSample | None:
     """The :class:`AnnotatedSample` of one annotation of the labelling project; ``None`` for a
     skipped one (``was_cancelled``), which labels nothing.
 
     ``sample_id`` is the task id, or the task's data field ``id_field``; ``text`` its ``text_field``;
     ``annotator_id`` the user who completed it; ``dataset`` the project; ``annotated_at`` the time of
-    the annotation's last change. ``metadata.label_studio`` keeps the task, annotation and version.
+    the annotation's last change. ``metadata.label_studio`` keeps the task, annotation and version, and
+    ``metadata.image_url`` the task's ``image_field`` when it holds an image a browser may show
+    (:func:`schemas.displayable_image`), for the review desk.
 
     >>> controls = Controls("label", "text", ("spam", "ham"))
     >>> task = {"id": 4, "data": {"text": "win a prize"}}
@@ -172,6 +174,9 @@ def sample_of(task: dict, annotation: dict, project_id: int, controls: Controls,
     >>> s = sample_of(task, annotation, 3, controls)
     >>> s.sample_id, s.label, s.text, s.annotator_id, s.dataset
     ('4', 'spam', 'win a prize', '2', 'label-studio-3')
+    >>> task["data"]["image"] = "https://example.org/prize.png"
+    >>> sample_of(task, annotation, 3, controls).metadata["image_url"]
+    'https://example.org/prize.png'
     """
     if annotation.get("was_cancelled"):
         return None
@@ -185,13 +190,16 @@ def sample_of(task: dict, annotation: dict, project_id: int, controls: Controls,
     sample_id = _text(_field(data, id_field, "task.data"), f"task.data.{id_field}") if id_field \
         else str(_id(task.get("id"), "task.id"))
     annotation_id, updated = version_of(annotation)
+    metadata: dict[str, Any] = {"label_studio": {"project": project_id,
+                                                 "task": task["id"] if type(task.get("id")) is int else None,
+                                                 "annotation": annotation_id, "updated_at": updated}}
+    image = displayable_image(data.get(image_field))
+    if image is not None:
+        metadata["image_url"] = image
     try:
         return AnnotatedSample(
             sample_id=sample_id, label=label, text=text, dataset=dataset_of(project_id),
-            annotator_id=_user(annotation), annotated_at=_when(annotation),
-            metadata={"label_studio": {"project": project_id, "task": task["id"] if type(task.get("id")) is int else None,
-                                       "annotation": annotation_id,
-                                       "updated_at": updated}})
+            annotator_id=_user(annotation), annotated_at=_when(annotation), metadata=metadata)
     except ValidationError as error:
         raise Rejected("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())) from None
 
