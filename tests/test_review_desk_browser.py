@@ -7,11 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import orjson
@@ -21,83 +16,16 @@ from playwright.sync_api import sync_playwright
 
 from consumer.demo.broker import free_port
 from consumer.demo.datasets import inject_noise, load, to_messages
+from consumer.desk.explain import suspect_in_words
 from consumer.export import read_topic
 from schemas import Correction, Reason, ReviewEvent
+from desk_helpers import CHROMIUM, REVIEWERS, current_event, get, metric, press, sign_in, start_desk, wait_for
 from kafka_helpers import fresh_topics, output_of, start_service
 
 pytestmark = pytest.mark.kafka
 
-CHROMIUM = "/usr/bin/chromium"
-REVIEWERS = {"alice": "alice-token-0123", "bob": "bob-token-4567", "carol": "carol-token-89ab"}
 N_SAMPLES = 1200
 HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">Tom & "Jerry"'
-
-
-def start_desk(bootstrap: str, topics: dict[str, str], port: int):
-    log = tempfile.TemporaryFile()
-    env = {**os.environ, "LABELWATCH_REVIEWERS": ",".join(f"{r}:{t}" for r, t in REVIEWERS.items())}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "consumer", "review", "--bootstrap-servers", bootstrap, "--review-topic",
-         topics["reviews"], "--corrections-topic", topics["corrections"], "--leases-topic", topics["leases"],
-         "--input-topic", topics["in"], "--group-id", "desk", "--http-host", "127.0.0.1", "--http-port", str(port), "--log-format", "text"],
-        env=env, stdout=log, stderr=subprocess.STDOUT)
-    process.log = log
-    return process
-
-
-def get(url: str, token: str | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-    except OSError:
-        return 0, b""
-
-
-def wait_for(check, what: str, timeout: float, *processes):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        for process in processes:
-            assert process.poll() is None, f"a process died while waiting for {what}:\n{output_of(process)[-3000:]}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
-
-
-def metric(text: str, name: str, **labels) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels``."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            head, _, value = line.rpartition(" ")
-            if all(f'{k}="{v}"' in head for k, v in labels.items()):
-                total += float(value)
-    return total
-
-
-def sign_in(page, url: str, reviewer: str) -> None:
-    page.goto(url)
-    page.fill("#token", REVIEWERS[reviewer])
-    page.click("#sign-in")
-    page.wait_for_selector("#reviewer")
-
-
-def current_event(page) -> str:
-    return page.get_attribute("#current", "data-event-id")
-
-
-def press(page, key: str) -> str:
-    """Press one hotkey and return the event shown next."""
-    before = current_event(page)
-    with page.expect_navigation():
-        page.keyboard.press(key)
-    after = current_event(page)
-    assert after and after != before
-    return after
 
 
 def test_reviewers_work_the_queue_in_a_browser_and_run_applies_their_answers(kafka_broker, unique_name, tmp_path):
@@ -129,6 +57,9 @@ def test_reviewers_work_the_queue_in_a_browser_and_run_applies_their_answers(kaf
         queue = wait_for(open_tweets, "six review events on tweets", 120, desk, service)
         assert [(e["priority"], -e["score"]) for e in queue] == sorted((e["priority"], -e["score"]) for e in queue)
         assert all(e["context"]["neighbors"] and e["context"]["cluster_labels"] for e in queue)
+        # each neighbour travels with the start of its text, and each event with its rank among recent samples
+        assert all(n["snippet"] and len(n["snippet"]) <= 201 for e in queue for n in e["context"]["neighbors"])
+        assert all(0 < e["suspect_share"] <= 1 for e in queue)
 
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
@@ -138,6 +69,9 @@ def test_reviewers_work_the_queue_in_a_browser_and_run_applies_their_answers(kaf
             suggested = alice.inner_text("#suggested-label")
             assert alice.locator("#reasons li").count() >= 1 and alice.locator("#neighbors tr").count() > 1
             assert alice.inner_text("#sample-text") and "tweets-" not in alice.inner_text("#neighbors")  # texts shown
+            shown = next(e for e in queue if e["event_id"] == first)
+            assert alice.inner_text("#suspect-rank") == suspect_in_words(shown["suspect_share"])
+            assert alice.inner_text("#score") == f"{shown['score']:#.4g}"
             screenshot = tmp_path / "review-desk.png"
             alice.screenshot(path=str(screenshot), full_page=True)
             if os.environ.get("LABELWATCH_SCREENSHOT_DIR"):
