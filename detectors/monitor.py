@@ -162,6 +162,8 @@ class LabelMonitor:
         >>> monitor.suspect_share([0.9])
         [1.0]
         """
+        if not len(scores):
+            return []
         window = np.sort([j.assessment.verdict.score for j in self.schedule.window])
         if not len(window):
             return [1.0] * len(scores)
