@@ -10,7 +10,8 @@ import tempfile
 import time
 import urllib.request
 
-from kafka_helpers import output_of
+from consumer.demo.broker import free_port
+from kafka_helpers import output_of, start_service, wait_for  # noqa: F401 (the tests take wait_for from here)
 
 CHROMIUM = "/usr/bin/chromium"
 REVIEWERS = {"alice": "alice-token-0123", "bob": "bob-token-4567", "carol": "carol-token-89ab"}
@@ -28,6 +29,15 @@ def start_desk(bootstrap: str, topics: dict[str, str], port: int):
     return process
 
 
+def start_review_loop(bootstrap: str, topics: dict[str, str], state_dir, group: str, *flags: str):
+    """``labelwatch run`` reading reviewers' answers from the corrections topic (and any other ``flags``),
+    and a desk on a free port: ``(service, desk, desk_url)``."""
+    service = start_service(bootstrap, state_dir, topics=topics, group=group,
+                            flags=("--corrections-topic", topics["corrections"], *flags))
+    port = free_port()
+    return service, start_desk(bootstrap, topics, port), f"http://127.0.0.1:{port}/"
+
+
 def get(url: str, token: str | None = None) -> tuple[int, bytes]:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
@@ -37,18 +47,6 @@ def get(url: str, token: str | None = None) -> tuple[int, bytes]:
         return error.code, error.read()
     except OSError:
         return 0, b""
-
-
-def wait_for(check, what: str, timeout: float, *processes):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        for process in processes:
-            assert process.poll() is None, f"a process died while waiting for {what}:\n{output_of(process)[-3000:]}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
 
 
 def metric(text: str, name: str, **labels) -> float:

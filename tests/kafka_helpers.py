@@ -69,3 +69,19 @@ def wait_committed(service, bootstrap: str, n: int, *, partitions: int, timeout:
         assert service.poll() is None, "the service died:\n" + output_of(service)[-4000:]
         assert time.monotonic() < deadline, f"fewer than {n} offsets committed after {timeout} s"
         time.sleep(0.5)
+
+
+def wait_for(check, what: str, timeout: float, *processes):
+    """``check()``'s first truthy value, polled every half second; fail if one of ``processes`` dies or time runs out."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        for process in processes:
+            assert process.poll() is None, f"a process died waiting for {what}:\n{output_of(process)[-4000:]}"
+        assert time.monotonic() < deadline, f"no {what} after {timeout} s:\n" + "\n---\n".join(
+            output_of(p)[-3000:] for p in processes)
+        time.sleep(0.5)

@@ -24,7 +24,7 @@ from consumer.demo.datasets import inject_noise, load, to_messages
 from consumer.export import read_topic
 from consumer.records import origin_of
 from schemas import AnnotatedSample, DeadLetter, SampleVerdict
-from kafka_helpers import QUICK_GROUP, committed, output_of, start_service
+from kafka_helpers import QUICK_GROUP, committed, output_of, start_service, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -64,19 +64,6 @@ def first_verdicts(bootstrap: str, topic: str, expected: int) -> dict[str, set[s
         if not verdict.late:
             found[verdict.sample_id].add(verdict.event_id)
     return found
-
-
-def wait_for(check, what: str, timeout: float, *processes):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        for process in processes:
-            assert process.poll() is None, f"a process died waiting for {what}:\n{output_of(process)[-4000:]}"
-        assert time.monotonic() < deadline, f"no {what} after {timeout} s:\n" + "\n---\n".join(
-            output_of(p)[-3000:] for p in processes)
-        time.sleep(0.5)
 
 
 def stage_topics(bootstrap: str, unique_name, *, internal_partitions: int) -> dict[str, str]:

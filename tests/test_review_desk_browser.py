@@ -19,8 +19,8 @@ from consumer.demo.datasets import inject_noise, load, to_messages
 from consumer.desk.explain import suspect_in_words
 from consumer.export import read_topic
 from schemas import Correction, Reason, ReviewEvent
-from desk_helpers import CHROMIUM, REVIEWERS, current_event, get, metric, press, sign_in, start_desk, wait_for
-from kafka_helpers import fresh_topics, output_of, start_service
+from desk_helpers import CHROMIUM, REVIEWERS, current_event, get, metric, press, sign_in, start_review_loop, wait_for
+from kafka_helpers import fresh_topics, output_of
 
 pytestmark = pytest.mark.kafka
 
@@ -32,11 +32,9 @@ def test_reviewers_work_the_queue_in_a_browser_and_run_applies_their_answers(kaf
     assert Path(CHROMIUM).exists(), "make test installs Debian's chromium (apt-get install chromium)"
     bootstrap = kafka_broker.bootstrap_servers
     topics = fresh_topics(bootstrap, unique_name, "in", "reviews", "dlq", "verdicts", "corrections", "leases")
-    run_port, desk_port = free_port(), free_port()
-    service = start_service(bootstrap, tmp_path / "state", topics=topics, group=unique_name("g"),
-                            flags=("--corrections-topic", topics["corrections"], "--metrics-port", str(run_port)))
-    desk = start_desk(bootstrap, topics, desk_port)
-    url = f"http://127.0.0.1:{desk_port}/"
+    run_port = free_port()
+    service, desk, url = start_review_loop(bootstrap, topics, tmp_path / "state", unique_name("g"),
+                                           "--metrics-port", str(run_port))
     try:
         data = load("tweets")
         noisy, _ = inject_noise(data.labels, 0.15, n_classes=len(data.class_names), seed=0)

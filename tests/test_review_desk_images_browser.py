@@ -15,12 +15,11 @@ import pytest
 from kafka import KafkaProducer
 from playwright.sync_api import sync_playwright
 
-from consumer.demo.broker import free_port
 from consumer.demo.datasets import inject_noise, load, to_messages
 from consumer.desk.explain import band_in_words, suspect_in_words
 from consumer.desk.queue import band_of
-from desk_helpers import CHROMIUM, REVIEWERS, current_event, get, sign_in, start_desk, wait_for
-from kafka_helpers import fresh_topics, start_service
+from desk_helpers import CHROMIUM, REVIEWERS, current_event, get, sign_in, start_review_loop, wait_for
+from kafka_helpers import fresh_topics
 
 pytestmark = pytest.mark.kafka
 
@@ -44,11 +43,7 @@ def test_a_digit_is_shown_with_its_neighbours_rank_and_band_precision(kafka_brok
     assert Path(CHROMIUM).exists(), "make test installs Debian's chromium (apt-get install chromium)"
     bootstrap = kafka_broker.bootstrap_servers
     topics = fresh_topics(bootstrap, unique_name, "in", "reviews", "dlq", "verdicts", "corrections", "leases")
-    desk_port = free_port()
-    service = start_service(bootstrap, tmp_path / "state", topics=topics, group=unique_name("g"),
-                            flags=("--corrections-topic", topics["corrections"]))
-    desk = start_desk(bootstrap, topics, desk_port)
-    url = f"http://127.0.0.1:{desk_port}/"
+    service, desk, url = start_review_loop(bootstrap, topics, tmp_path / "state", unique_name("g"))
     try:
         data = load("digits")
         noisy, _ = inject_noise(data.labels, 0.15, n_classes=len(data.class_names), seed=0)
