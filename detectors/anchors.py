@@ -46,6 +46,7 @@ class AnchorNoise:
         self.rows_per_class, self.min_rows, self.top, self.min_anchors = rows_per_class, min_rows, top, min_anchors
         self._proba = np.zeros((0, 0), dtype=np.float32)
         self._labels = np.zeros(0, dtype=np.int64)
+        self._rate: tuple[float | None] | None = None  # the estimate until the next update (budgets ask per flag)
 
     def __repr__(self) -> str:
         return f"AnchorNoise(top={self.top}, rows={len(self._labels)})"
@@ -58,6 +59,7 @@ class AnchorNoise:
         window = max(self.min_rows, self.rows_per_class * n_classes)
         self._proba = np.vstack([kept, new])[-window:]
         self._labels = np.concatenate([self._labels, np.asarray(label_ids, dtype=np.int64)])[-window:]
+        self._rate = None
 
     def transition(self) -> np.ndarray:
         """``T[i, j]``, the share labelled *j* among class *i*'s anchors; a row of NaN where class *i* has too few."""
@@ -74,6 +76,11 @@ class AnchorNoise:
 
     def error_rate(self) -> float | None:
         """The estimated share of samples mislabelled (``None`` until some class has its anchors)."""
+        if getattr(self, "_rate", None) is None:
+            self._rate = (self._error_rate(),)
+        return self._rate[0]
+
+    def _error_rate(self) -> float | None:
         transition = self.transition()
         kept = np.diag(transition)
         known = kept >= 0.5  # (NaN: too few samples)
