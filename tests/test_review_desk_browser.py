@@ -18,7 +18,7 @@ from consumer.demo.broker import free_port
 from consumer.demo.datasets import inject_noise, load, to_messages
 from consumer.desk.explain import suspect_in_words
 from consumer.export import read_topic
-from schemas import Correction, Reason, ReviewEvent
+from schemas import Correction, Neighbor, Reason, ReviewContext, ReviewEvent
 from desk_helpers import CHROMIUM, REVIEWERS, current_event, get, metric, press, sign_in, start_review_loop, wait_for
 from kafka_helpers import fresh_topics, output_of
 
@@ -43,7 +43,11 @@ def test_reviewers_work_the_queue_in_a_browser_and_run_applies_their_answers(kaf
             producer.send(topics["in"], key=b"tweets", value=orjson.dumps(message))
         hostile = ReviewEvent(event_id="hostile-1", dataset="hostile", sample_id="h1", label="cat",
                               suggested_label="dog", score=1.0, priority=1, text=HOSTILE,
-                              reasons=[Reason(detector="cluster", score=1.0)])
+                              reasons=[Reason(detector="cluster", score=1.0)],
+                              metadata={"image_url": "javascript:window.__pwned = 3"},
+                              context=ReviewContext(neighbors=[Neighbor(
+                                  sample_id="h0", label="cat", similarity=0.9, snippet=HOSTILE,
+                                  thumbnail="data:image/svg+xml;base64,PHN2Zz48L3N2Zz4=")]))
         producer.send(topics["reviews"], key=b"hostile", value=hostile.model_dump_json().encode())
         producer.flush()
 
@@ -89,6 +93,8 @@ def test_reviewers_work_the_queue_in_a_browser_and_run_applies_their_answers(kaf
             sign_in(carol, url + "?dataset=hostile", "carol")
             assert current_event(carol) == "hostile-1"
             assert carol.inner_text("#sample-text") == HOSTILE   # shown as text, never run
+            assert HOSTILE in carol.inner_text("#neighbors")     # a neighbour's snippet too; no image is made of
+            # a script address or an SVG (images may come only from http(s) and raster data: URIs)
             assert carol.evaluate("window.__pwned") is None
             assert carol.locator("main script, main img").count() == 0
 

@@ -25,6 +25,7 @@ from consumer.desk.explain import band_in_words, in_words, score_in_words, suspe
 from consumer.tailing import Unavailable
 from consumer.desk.queue import Filters, band_of
 from schemas import displayable_image
+from schemas.review import THUMBNAIL_CHARS
 from consumer.desk.reviewers import Reviewers
 
 HOTKEYS = "1234567890"
@@ -136,7 +137,9 @@ def create_app(desk: ReviewDesk, reviewers: Reviewers, *, secret_key: bytes) -> 
             relabels = list(zip(HOTKEYS, others))
         neighbors = []
         if current is not None and current.context:
-            neighbors = [(n, n.snippet or desk.queue.text_of(current.dataset, n.sample_id))
+            # (an event on the review topic may come from any producer: its thumbnails are checked again)
+            neighbors = [(n.model_copy(update={"thumbnail": displayable_image(n.thumbnail, THUMBNAIL_CHARS)}),
+                          n.snippet or desk.queue.text_of(current.dataset, n.sample_id))
                          for n in current.context.neighbors]
         return render_template(
             "queue.html", reviewer=reviewer, current=current, reasons=in_words(current) if current else [],
