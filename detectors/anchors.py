@@ -76,7 +76,7 @@ class AnchorNoise:
 
     def error_rate(self) -> float | None:
         """The estimated share of samples mislabelled (``None`` until some class has its anchors)."""
-        if getattr(self, "_rate", None) is None:
+        if self._rate is None:
             self._rate = (self._error_rate(),)
         return self._rate[0]
 
