@@ -61,3 +61,26 @@ def test_review_events_of_another_dataset_are_counted_and_named():
     assert b.flow()["review_events_of_other_datasets"] == {"mail": 2} and b.flow()["review_events_waiting"] == 0
     assert b.stalled(b.flow()) == ("label-reviews holds review events of datasets ['mail'] only: this bridge makes "
                                    "review tasks for dataset 'label-studio-3' (its --source-project) and no other")
+
+
+class Sent(list):
+    """The bridge's writer, keeping what it sends."""
+
+    def send(self, topic: str, key: str, value: bytes) -> None:
+        self.append((topic, key, value))
+
+
+PIXEL = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGP4z8DwHwAFAAH/iZk9HQAAAABJRU5ErkJggg=="
+
+
+def test_the_image_field_setting_names_the_task_field_the_desk_shows():
+    task = {"id": 9, "data": {"text": "a digit", "picture": PIXEL, "image": "https://example.org/not-this.png"}}
+    answer = {"id": 70, "completed_by": 3, "updated_at": "2026-12-07T10:00:00Z",
+              "result": [{"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": ["spam"]}}]}
+    for field, expected in (("picture", PIXEL), ("image", "https://example.org/not-this.png"), ("text", None)):
+        sent = Sent()
+        settings = BridgeSettings(source_project=3, label_studio_token="t", image_field=field)
+        Bridge(settings, Projects(), writer=sent, metrics=BridgeMetrics()).annotation(task, answer)
+        (topic, key, value), = sent
+        assert (topic, key) == ("annotations", "label-studio-3")
+        assert orjson.loads(value)["metadata"].get("image_url") == expected  # plain text is no image

@@ -144,7 +144,8 @@ class Bridge:
         try:
             version = version_of(annotation)
             sample = sample_of(task, annotation, self.settings.source_project, self.source,
-                               text_field=self.settings.text_field, id_field=self.settings.id_field)
+                               text_field=self.settings.text_field, id_field=self.settings.id_field,
+                               image_field=self.settings.image_field)
         except Rejected as error:
             self._dead_letter(raw or orjson.dumps({"task": task, "annotation": annotation}),
                               f"label studio annotation: {error}", ("annotation", str(annotation.get("id"))))

@@ -23,6 +23,9 @@ class BridgeSettings(KafkaConnection):
     review_project: int | None = Field(None, ge=1, description="The project of review tasks (none: off).")
     text_field: str = Field("text", description="The task data field holding the text.")
     id_field: str | None = Field(None, description="A task data field to use as sample_id (default: the task id).")
+    image_field: str = Field(
+        "image", description="The task data field holding an image the review desk shows (an http(s) address or a "
+                             "raster data: URI; anything else is ignored).")
     webhook_host: str = Field("0.0.0.0", description="Bind address of the webhook receiver, /metrics and the probes.")
     webhook_port: int = Field(8091, ge=0, le=65535, description="Port of the webhook receiver; 0 picks a free one.")
     public_url: str | None = Field(
