@@ -41,7 +41,7 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.quality_report import _environment, _f, flat_groups, quality_table, sweep_plot, sweep_table, targets  # noqa: E402
+from bench.quality_report import flat_groups, fmt, quality_table, run_environment, sweep_plot, sweep_table, targets  # noqa: E402
 from bench.report import replace_section  # noqa: E402
 from consumer.demo.datasets import DATASETS, LabeledData, corrupted_ids, inject_noise, load, to_messages  # noqa: E402
 from consumer.evaluate import auprc, detection_metrics  # noqa: E402,F401  (the metrics `labelwatch evaluate` prints)
@@ -234,7 +234,7 @@ def evaluate(args: argparse.Namespace, audit_args: list[str], workdir: Path) -> 
                 row["f1_ratio"] = lw["f1"] / cl["f1"] if cl["f1"] > 0 else None
                 print(f"[quality]   cleanlab   P {cl['precision']:.3f} R {cl['recall']:.3f} F1 {cl['f1']:.3f} "
                       f"AUPRC {cl['auprc']:.3f} review {cl['review_fraction']:.3f} in {cl['seconds']:.1f}s"
-                      f"{' (cached)' if cl['cached'] else ''}; F1 ratio {_f(row['f1_ratio'])}",
+                      f"{' (cached)' if cl['cached'] else ''}; F1 ratio {fmt(row['f1_ratio'])}",
                       file=sys.stderr, flush=True)
             rows.append(row)
     return rows
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, help="K-sweep PNG (default: k_sweep.png next to --out).")
     args = parser.parse_args(argv)
     audit_args = shlex.split(args.audit_args)
-    env = _environment(audit_args, args.embedding_backend)
+    env = run_environment(audit_args, args.embedding_backend)
     if env["labelwatch_env"]:
         print(f"[quality] note: LABELWATCH_* variables are set and reach the audit: {env['labelwatch_env']}",
               file=sys.stderr)

@@ -34,7 +34,8 @@ def _git_revision() -> str:
     return head + (f" with uncommitted changes (diff sha1 {hashlib.sha1(diff).hexdigest()[:10]})" if diff else "")
 
 
-def _environment(audit_args: list[str], embedding_backend: str = DEFAULT_EMBEDDING_BACKEND) -> dict:
+def run_environment(audit_args: list[str], embedding_backend: str = DEFAULT_EMBEDDING_BACKEND) -> dict:
+    """Where and how a quality run was measured: the machine, the revision, the commands and settings."""
     return {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": _nproc(),
@@ -49,7 +50,12 @@ def _environment(audit_args: list[str], embedding_backend: str = DEFAULT_EMBEDDI
     }
 
 
-def _f(value: float | None, digits: int = 3) -> str:
+def fmt(value: float | None, digits: int = 3) -> str:
+    """A figure of the tables, ``–`` where there is none.
+
+    >>> fmt(0.12345), fmt(None), fmt(1.5, 1)
+    ('0.123', '–', '1.5')
+    """
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
@@ -91,16 +97,16 @@ def quality_table(rows: list[dict], env: dict, seed: int) -> str:
         lw = r["labelwatch"]
         estimate = lw.get("estimated_error_rate")
         line = (f"| {r['dataset']} | {r['setting']} | {lw['n']} "
-                f"| {'–' if estimate is None else _f(estimate)} ({_f(lw['n_corrupted'] / lw['n'])}) "
-                f"| {_f(lw['precision'])} | {_f(lw['recall'])} "
-                f"| {_f(lw['f1'])} | {_f(lw['auprc'])} | {_f(lw['review_fraction'])} "
-                f"({_f(lw['review_fraction'] / r['rate'], 2)}) | {_f(lw['live']['precision'])} "
-                f"| {_f(lw['live']['recall'])} | {_f(lw['live']['review_fraction'])} | {_f(lw['seconds'], 1)} |")
+                f"| {'–' if estimate is None else fmt(estimate)} ({fmt(lw['n_corrupted'] / lw['n'])}) "
+                f"| {fmt(lw['precision'])} | {fmt(lw['recall'])} "
+                f"| {fmt(lw['f1'])} | {fmt(lw['auprc'])} | {fmt(lw['review_fraction'])} "
+                f"({fmt(lw['review_fraction'] / r['rate'], 2)}) | {fmt(lw['live']['precision'])} "
+                f"| {fmt(lw['live']['recall'])} | {fmt(lw['live']['review_fraction'])} | {fmt(lw['seconds'], 1)} |")
         if baseline:
             cl = r["cleanlab"]
-            line += (f" {_f(cl['precision'])} | {_f(cl['recall'])} | {_f(cl['f1'])} | {_f(cl['auprc'])} "
-                     f"| {_f(cl['review_fraction'])} ({_f(cl['review_fraction'] / r['rate'], 2)}) "
-                     f"| {_f(cl['seconds'], 1)}{'*' if cl.get('cached') else ''} | {_f(r['f1_ratio'])} |")
+            line += (f" {fmt(cl['precision'])} | {fmt(cl['recall'])} | {fmt(cl['f1'])} | {fmt(cl['auprc'])} "
+                     f"| {fmt(cl['review_fraction'])} ({fmt(cl['review_fraction'] / r['rate'], 2)}) "
+                     f"| {fmt(cl['seconds'], 1)}{'*' if cl.get('cached') else ''} | {fmt(r['f1_ratio'])} |")
         lines.append(line)
     lines.append("")
     lines += [f"- {line}" for line in targets(rows)["lines"]]
@@ -182,9 +188,9 @@ def sweep_table(rows: list[dict], env: dict, seed: int, image: str | None) -> st
     for r in rows:
         m = r.get("labelwatch") or r["cleanlab"]
         k = str(r["k"]) if r["k"] is not None else "cleanlab"
-        lines.append(f"| {r['dataset']} | {r['setting']} | {k} | {_f(m['review_fraction'])} "
-                     f"| {_f(m['review_fraction'] / r['rate'], 2)} | {_f(m['recall'])} | {_f(m['precision'])} "
-                     f"| {_f(m['f1'])} | {_f(m['auprc'])} | {_f(m['seconds'], 1)} |")
+        lines.append(f"| {r['dataset']} | {r['setting']} | {k} | {fmt(m['review_fraction'])} "
+                     f"| {fmt(m['review_fraction'] / r['rate'], 2)} | {fmt(m['recall'])} | {fmt(m['precision'])} "
+                     f"| {fmt(m['f1'])} | {fmt(m['auprc'])} | {fmt(m['seconds'], 1)} |")
     return "\n".join(lines)
 
 
