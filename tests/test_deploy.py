@@ -281,6 +281,16 @@ def test_compose_mounts_and_scrape_target_line_up():
         hosts |= {n for sd in job.get("dns_sd_configs", []) for n in sd["names"]}
         if hosts & judging:
             assert re.fullmatch(watched, job["job_name"]), f"LabelwatchDown does not watch job {job['job_name']}"
+    # LabelwatchComponentDown watches the jobs of the other labelwatch services (the desk, the bridge)
+    component = next(r for g in rules["groups"] for r in g["rules"] if r.get("alert") == "LabelwatchComponentDown")
+    components = re.search(r'job=~"([^"]+)"', component["expr"]).group(1)
+    others = {name for name, service in services.items()
+              if service.get("image", "").startswith("labelwatch:") and service.get("command") in (["review"], ["label-studio"])}
+    assert others == {"review-desk", "label-studio-bridge"}, others
+    for job in prom["scrape_configs"]:
+        hosts = {t.split(":")[0] for sc in job.get("static_configs", []) for t in sc["targets"]}
+        if hosts & others:
+            assert re.fullmatch(components, job["job_name"]), f"LabelwatchComponentDown does not watch {job['job_name']}"
     # Grafana's provisioning points at the folder compose mounts the dashboards into.
     provider = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/labelwatch.yml").read_text())
     mounted = {str(v).split(":")[1] for v in services["grafana"]["volumes"] if str(v).startswith("./grafana/dashboards")}
