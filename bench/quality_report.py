@@ -95,9 +95,8 @@ def quality_table(rows: list[dict], env: dict, seed: int) -> str:
     lines += [head, rule]
     for r in rows:
         lw = r["labelwatch"]
-        estimate = lw.get("estimated_error_rate")
         line = (f"| {r['dataset']} | {r['setting']} | {lw['n']} "
-                f"| {'–' if estimate is None else fmt(estimate)} ({fmt(lw['n_corrupted'] / lw['n'])}) "
+                f"| {fmt(lw.get('estimated_error_rate'))} ({fmt(lw['n_corrupted'] / lw['n'])}) "
                 f"| {fmt(lw['precision'])} | {fmt(lw['recall'])} "
                 f"| {fmt(lw['f1'])} | {fmt(lw['auprc'])} | {fmt(lw['review_fraction'])} "
                 f"({fmt(lw['review_fraction'] / r['rate'], 2)}) | {fmt(lw['live']['precision'])} "

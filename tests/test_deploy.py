@@ -269,28 +269,28 @@ def test_compose_mounts_and_scrape_target_line_up():
     env = services["labelwatch"]["environment"]
     assert targets == [f"labelwatch:{env['LABELWATCH_METRICS_PORT']}"]
     assert f"{env['LABELWATCH_METRICS_PORT']}:{env['LABELWATCH_METRICS_PORT']}" in services["labelwatch"]["ports"]
-    # LabelwatchDown watches the jobs its regex matches: every job scraping a judge or an embedder is one
+    # LabelwatchDown watches every job scraping a judge or an embedder; LabelwatchComponentDown every job
+    # scraping the other labelwatch services (the desk, the bridge)
     rules = yaml.safe_load((DEPLOY / "prometheus" / "rules" / "labelwatch.rules.yml").read_text())
-    down = next(r for g in rules["groups"] for r in g["rules"] if r.get("alert") == "LabelwatchDown")
-    watched = re.search(r'job=~"([^"]+)"', down["expr"]).group(1)
-    judging = {name for name, service in services.items()
-               if service.get("image", "").startswith("labelwatch:") and service.get("command") in (None, ["embed"])}
-    assert judging == {"labelwatch", "embedder"}
+
+    def watched_by(alert: str) -> str:
+        rule = next(r for g in rules["groups"] for r in g["rules"] if r.get("alert") == alert)
+        return re.search(r'job=~"([^"]+)"', rule["expr"]).group(1)
+
+    def running(*commands) -> set[str]:
+        return {name for name, service in services.items()
+                if service.get("image", "").startswith("labelwatch:") and service.get("command") in commands}
+
+    judging, others = running(None, ["embed"]), running(["review"], ["label-studio"])
+    assert judging == {"labelwatch", "embedder"} and others == {"review-desk", "label-studio-bridge"}
+    watchers = {"LabelwatchDown": (judging, watched_by("LabelwatchDown")),
+                "LabelwatchComponentDown": (others, watched_by("LabelwatchComponentDown"))}
     for job in prom["scrape_configs"]:
         hosts = {t.split(":")[0] for sc in job.get("static_configs", []) for t in sc["targets"]}
         hosts |= {n for sd in job.get("dns_sd_configs", []) for n in sd["names"]}
-        if hosts & judging:
-            assert re.fullmatch(watched, job["job_name"]), f"LabelwatchDown does not watch job {job['job_name']}"
-    # LabelwatchComponentDown watches the jobs of the other labelwatch services (the desk, the bridge)
-    component = next(r for g in rules["groups"] for r in g["rules"] if r.get("alert") == "LabelwatchComponentDown")
-    components = re.search(r'job=~"([^"]+)"', component["expr"]).group(1)
-    others = {name for name, service in services.items()
-              if service.get("image", "").startswith("labelwatch:") and service.get("command") in (["review"], ["label-studio"])}
-    assert others == {"review-desk", "label-studio-bridge"}, others
-    for job in prom["scrape_configs"]:
-        hosts = {t.split(":")[0] for sc in job.get("static_configs", []) for t in sc["targets"]}
-        if hosts & others:
-            assert re.fullmatch(components, job["job_name"]), f"LabelwatchComponentDown does not watch {job['job_name']}"
+        for alert, (scraped, watched) in watchers.items():
+            if hosts & scraped:
+                assert re.fullmatch(watched, job["job_name"]), f"{alert} does not watch job {job['job_name']}"
     # Grafana's provisioning points at the folder compose mounts the dashboards into.
     provider = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/labelwatch.yml").read_text())
     mounted = {str(v).split(":")[1] for v in services["grafana"]["volumes"] if str(v).startswith("./grafana/dashboards")}
