@@ -34,12 +34,15 @@ class Batch:
     ``vectors`` is an ``(n, d)`` float32 array; ``labels`` the given labels; ``user_probas`` the
     producer's own model probabilities per sample, or ``None`` where a sample carries none;
     ``ids`` the sample ids, which fold assignment and leave-one-out re-scoring rely on.
+    ``annotated`` the labels as annotated where reviewers changed some (``None`` for a reviewer's
+    corrected copy of a sample learned before); ``None`` when every label is as annotated.
     """
 
     vectors: np.ndarray
     labels: Sequence[str]
     user_probas: Sequence[Mapping[str, float] | None] | None = None
     ids: Sequence[str] | None = None
+    annotated: Sequence[str | None] | None = None
 
     def __post_init__(self) -> None:
         if self.vectors.ndim != 2:
@@ -52,6 +55,8 @@ class Batch:
             object.__setattr__(self, "ids", [f"anonymous-{next(_ANONYMOUS)}" for _ in self.labels])
         elif len(self.ids) != len(self.labels):
             raise ValueError("ids and labels must have the same length")
+        if self.annotated is not None and len(self.annotated) != len(self.labels):
+            raise ValueError("annotated and labels must have the same length")
 
     def keys(self) -> Sequence[str]:
         """The sample ids."""
@@ -61,7 +66,8 @@ class Batch:
         """The sub-batch of the given row indices."""
         rows = list(rows)
         probas = [self.user_probas[i] for i in rows] if self.user_probas is not None else None
-        return Batch(self.vectors[rows], [self.labels[i] for i in rows], probas, [self.ids[i] for i in rows])
+        annotated = [self.annotated[i] for i in rows] if self.annotated is not None else None
+        return Batch(self.vectors[rows], [self.labels[i] for i in rows], probas, [self.ids[i] for i in rows], annotated)
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -15,6 +15,7 @@ from detectors.combine import Combiner
 from detectors.config import EVIDENCE, MonitorConfig
 from detectors.context import ReviewContext
 from detectors.corrections import FalseAlarmMemory
+from detectors.reviewed import ConfirmedShare
 from detectors.schedule import Judged, ReauditSchedule
 from detectors.threads import on_one_thread
 
@@ -59,6 +60,7 @@ class LabelMonitor:
     _corrections: list = field(default_factory=list, repr=False)
     schedule: ReauditSchedule = field(init=False, repr=False)
     budget: FlagBudget = field(default_factory=FlagBudget, repr=False)
+    confirmed: ConfirmedShare = field(default_factory=ConfirmedShare, repr=False)  # reviewers' answers
 
     def __post_init__(self) -> None:
         self.schedule = ReauditSchedule(self.reaudit_window, self.reaudit_delay)
@@ -74,6 +76,7 @@ class LabelMonitor:
             schedule.window, schedule.due, schedule.owed = state.pop("_window"), state.pop("_due", []), state.pop("_owed", 0)
             budget = FlagBudget(state.pop("n_flagged_live", 0), state.pop("_budget", {"at_step": 0, "first": 0, "late": 0}))
             state = {**state, "schedule": schedule, "budget": budget}
+        state.setdefault("confirmed", ConfirmedShare())  # before answers scaled the estimate
         self.__dict__.update(state)
 
     @property
@@ -206,10 +209,14 @@ class LabelMonitor:
         return assessments
 
     def estimated_error_rate(self) -> float | None:
-        """The share of labels estimated wrong, by the first voting detector that estimates one; the flag
-        budgets follow it. ``None``: no detector estimates one, and flags have no limit."""
+        """The share of labels estimated wrong: the first voting detector's estimate, corrected by the share
+        of answered flags that reviewers confirmed (:attr:`ConfirmedShare.correction
+        <detectors.reviewed.ConfirmedShare.correction>`; 1 before any answer). The flag budgets follow it. ``None``: no detector estimates one, and flags have no limit."""
         rates = (d.estimated_error_rate() for d in self.detectors if self.voters is None or d.name in self.voters)
-        return next((rate for rate in rates if rate is not None), None)
+        rate = next((rate for rate in rates if rate is not None), None)
+        if rate is None:
+            return None
+        return rate * self.confirmed.correction
 
     def _allowance(self, n: int) -> float | None:
         """How many flags may have been sent while streaming after ``n`` samples (:func:`~detectors.budget.allowance`)
@@ -232,26 +239,28 @@ class LabelMonitor:
         - ``confirmed`` after: the corrected label is learned with the next step, next to the wrong
           one (online models cannot unlearn).
 
-        ``"unknown"`` when the sample has left the re-audit window.
+        Either answer also counts towards the share of flags confirmed, which scales
+        :meth:`estimated_error_rate`. ``"unknown"`` when the sample has left the re-audit window.
         """
+        if outcome not in ("confirmed", "false_alarm"):
+            raise ValueError(f"unknown outcome {outcome!r}")
+        self.confirmed.add(outcome)
         entry = self.schedule.find(sample_id)
         if entry is None:
             return "unknown"
         if outcome == "false_alarm":
             self.false_alarms.add(entry.vector, entry.label, entry.assessment.verdict.score)
             return "false_alarm"
-        if outcome != "confirmed":
-            raise ValueError(f"unknown outcome {outcome!r}")
         if any(p is entry for p in self._unlearned):
             if corrected_label is None:
                 entry.excluded = True
                 return "excluded"
-            entry.label = corrected_label
+            entry.annotated, entry.label = entry.label, corrected_label
             return "relabelled"
         if corrected_label is None:
             return "noted"
         self._corrections.append(Judged(entry.vector, corrected_label, entry.user_proba, entry.sample_id, None,
-                                        entry.assessment, entry.arrived, entry.due))
+                                        entry.assessment, entry.arrived, entry.due, reviewed_copy=True))
         return "queued"
 
     def _learn_step(self, scored: Batch | None = None) -> list[LateVerdict]:
@@ -362,5 +371,7 @@ _UNFLAGGED = Signal(0.0, False)
 
 def _batch_of(entries: Sequence[Judged]) -> Batch:
     has_probas = any(p.user_proba for p in entries)
+    reviewed = any(p.annotated is not None or p.reviewed_copy for p in entries)
     return Batch(np.vstack([p.vector for p in entries]), [p.label for p in entries],
-                 [p.user_proba for p in entries] if has_probas else None, [p.sample_id for p in entries])
+                 [p.user_proba for p in entries] if has_probas else None, [p.sample_id for p in entries],
+                 [None if p.reviewed_copy else p.annotated or p.label for p in entries] if reviewed else None)

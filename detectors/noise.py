@@ -173,17 +173,26 @@ class Calibration:
     def fresh(cls, min_count: int = 5, capacity: int = 1000, seed: int = 0) -> Calibration:
         return cls(ClassThresholds(min_count), NoiseBudget(capacity, min_count, seed=seed))
 
-    def learn(self, proba: np.ndarray, label_ids: np.ndarray, has_evidence: np.ndarray | None = None) -> None:
-        """Teach both the rows ``has_evidence`` marks (default: every row with some probability)."""
+    def learn(self, proba: np.ndarray, label_ids: np.ndarray, has_evidence: np.ndarray | None = None,
+              annotated_ids: np.ndarray | None = None) -> None:
+        """Teach both the rows ``has_evidence`` marks (default: every row with some probability).
+
+        The anchor estimate learns the labels as annotated (``annotated_ids``, -1 for a reviewer's copy
+        of a sample; default: ``label_ids``): it estimates how many labels the annotators got wrong, and
+        reviewers' corrections, picked because the evidence was clear, would make their classes look clean."""
         if has_evidence is None:
             has_evidence = proba.sum(axis=1) > 0
+        if annotated_ids is not None:
+            stream = has_evidence & (annotated_ids >= 0)
+            self.budget.anchors.update(proba[stream], annotated_ids[stream])
         proba, label_ids = proba[has_evidence], label_ids[has_evidence]
         self.thresholds.update(proba, label_ids)
         thresholds = self.thresholds.values(proba.shape[1])
         rule, _ = confident_disagreement(proba, label_ids, thresholds)
         counted = (proba >= thresholds[None, :]).any(axis=1)  # in the confident joint
         self.budget.update(label_margin(proba, label_ids), label_ids, rule, counted)
-        self.budget.anchors.update(proba, label_ids)
+        if annotated_ids is None:
+            self.budget.anchors.update(proba, label_ids)
 
     def estimated_error_rate(self) -> float:
         """The share of samples mislabelled: the anchor estimate (:class:`~detectors.anchors.AnchorNoise`),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,14 @@ class Judged:
     arrived: int
     due: int
     excluded: bool = False  # a reviewer confirmed the label wrong before it was learned, and gave no better one
+    annotated: str | None = None  # the label as annotated, where a reviewer changed it before it was learned
+    reviewed_copy: bool = False  # a reviewer's corrected copy of a sample learned before
+
+    def __setstate__(self, state: tuple[dict | None, dict]) -> None:
+        """Pickle's state of a slotted object; fields an older release's checkpoint lacks take their defaults."""
+        values = {**(state[0] or {}), **(state[1] or {})}
+        for f in fields(self):
+            object.__setattr__(self, f.name, values.get(f.name, f.default))
 
 
 class ReauditSchedule:

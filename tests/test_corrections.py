@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import orjson
+import pytest
 
 from consumer.pipeline import InputRecord, Pipeline
 from detectors import Batch, LabelMonitor, MonitorConfig
@@ -109,3 +112,48 @@ def test_a_skip_changes_nothing_and_is_counted_as_skipped():
     assert len(before.false_alarms) == 0 and not before._corrections
     assert pipeline.datasets["default"].reviewed == {}
     assert pipeline.metrics.corrections.labels(dataset="default", outcome="skip", applied="skipped")._value.get() == 1
+
+
+def test_answers_scale_the_error_estimate_by_the_share_of_flags_confirmed():
+    messages, _ = stream(1500)
+    pipeline = Pipeline(MonitorConfig(detectors=("cluster", "neighbors", "confident")), embedder=None)
+    pipeline.process(records(messages))
+    monitor = pipeline.datasets["default"].monitor
+    before = monitor.estimated_error_rate()
+    assert before > 0
+    assert pipeline.metrics.registry.get_sample_value("labelwatch_estimated_error_rate", {"dataset": "default"}) == before
+    ids = [m["sample_id"] for m in messages[-40:]]
+    answers = ([{"sample_id": sid, "outcome": "false_alarm"} for sid in ids[:30]]
+               + [{"sample_id": sid, "outcome": "confirmed"} for sid in ids[30:]]
+               + [{"sample_id": ids[0], "outcome": "skip"}])  # a pass says nothing
+    assert not pipeline.correct(records(answers, topic="corrections")).dead_letters
+    # 10 confirmed of 40, with 10 pseudo-confirmations: the root of (10 + 10) / (40 + 10)
+    assert monitor.estimated_error_rate() == pytest.approx(before * (20 / 50) ** 0.5)
+    published = pipeline.metrics.registry.get_sample_value("labelwatch_estimated_error_rate", {"dataset": "default"})
+    assert published == pytest.approx(monitor.estimated_error_rate()), "the gauge follows the answers"
+    assert monitor.correct("long-gone", "false_alarm") == "unknown"  # still an answer about a flag
+    assert monitor.estimated_error_rate() == pytest.approx(before * (20 / 51) ** 0.5)
+
+    older = LabelMonitor.__new__(LabelMonitor)  # a checkpoint from before answers scaled the estimate
+    older.__setstate__({k: v for k, v in pickle.loads(pickle.dumps(monitor)).__dict__.items() if k != "confirmed"})
+    assert older.estimated_error_rate() == pytest.approx(before)
+
+
+def test_the_error_estimate_learns_the_labels_as_annotated_not_the_reviewers_corrections():
+    """Corrected samples are picked because the evidence was clear: learned as clean, they would make
+    their classes look cleaner than the annotators left them."""
+    messages, wrong = stream(1500, seed=2)
+    monitors = {}
+    for reviewed in (False, True):
+        pipeline = Pipeline(MonitorConfig(detectors=("cluster", "neighbors", "confident")), embedder=None)
+        for start in range(0, 1500, 250):
+            result = pipeline.process(records(messages[start:start + 250], start))
+            if reviewed:  # a correction for every wrong label flagged: some before their step, some after
+                answers = [{"sample_id": e.sample_id, "outcome": "confirmed", "corrected_label": "abc"[
+                    ("abc".index(e.label) + 1) % 3]} for e in result.events if e.sample_id in wrong]
+                pipeline.correct(records(answers, topic="corrections"))
+        monitors[reviewed] = pipeline.datasets["default"].monitor
+    plain, answered = (monitors[k].detector("confident").calibration.budget.anchors for k in (False, True))
+    assert answered._labels.tolist() == plain._labels.tolist(), "the annotators' labels, every sample once"
+    learned = {k: monitors[k].detector("cluster").label_counts() for k in monitors}
+    assert learned[True] != learned[False], "the detectors themselves learned the corrections"
