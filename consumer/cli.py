@@ -84,11 +84,12 @@ def cmd_label_studio(args) -> int:
 
 def cmd_audit(args) -> int:
     from consumer.app import build_pipeline
-    from consumer.audit import audit_file
+    from consumer.audit import Answers, audit_file
 
     settings = _settings(args, DETECTOR_FIELDS + EMBEDDING_FIELDS)
-    if not args.input.exists():
-        raise SystemExit(f"labelwatch: no such input file: {args.input}")
+    for path in (args.input, args.answers):
+        if path is not None and not path.exists():
+            raise SystemExit(f"labelwatch: no such input file: {path}")
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(args.out.open("w", encoding="utf-8"))
         rejects = stack.enter_context(args.rejects.open("w", encoding="utf-8")) if args.rejects else sys.stderr
@@ -96,10 +97,12 @@ def cmd_audit(args) -> int:
         annotators = (stack.enter_context(args.annotators_out.open("w", encoding="utf-8"))
                       if args.annotators_out else None)
         summary = audit_file(build_pipeline(settings, runtime=args.runtime), args.input, out, rejects, batch_size=args.batch_size,
-                             verdicts=verdicts, annotators=annotators)
+                             verdicts=verdicts, annotators=annotators,
+                             answers=Answers.read(args.answers) if args.answers else None)
     print(f"audited {summary.processed} samples from {summary.lines} lines: {summary.flagged} flagged, "
           f"{summary.rejected} rejected ({summary.flagged_live} of the events while streaming, the rest by the "
-          "final re-audit)", file=sys.stderr)
+          "final re-audit)" + (f"; {summary.answers_applied} answers applied, {summary.answers_unmatched} to "
+                                 "samples never flagged while streaming" if args.answers else ""), file=sys.stderr)
     if args.summary_out:
         args.summary_out.write_text(json.dumps(dataclasses.asdict(summary)) + "\n", encoding="utf-8")
     return 0
@@ -272,11 +275,16 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--verdicts-out", type=Path, help="Also write every sample's verdict and score as JSONL, then the final re-audit's "
                                                                 "(late) verdict on every sample it re-scored.")
     audit.add_argument("--batch-size", type=int, default=500, help="Samples per micro-batch.")
+    audit.add_argument("--answers", type=Path,
+                       help="Reviewers' answers as JSONL, one Correction per line: each is applied right after the batch "
+                            "that flags its sample, as if answered on the corrections topic (answers to samples never "
+                            "flagged while streaming are not applied).")
     audit.add_argument("--annotators-out", type=Path,
                        help="Write the annotator report (JSON list, worst estimated error rate first).")
     audit.add_argument("--summary-out", type=Path,
                        help="Also write the counts printed at the end as a JSON object (lines, processed, rejected, "
-                            "flagged, flagged_live, and each dataset's estimated_error_rate, which the flag budgets followed), "
+                            "flagged, flagged_live, each dataset's estimated_error_rate, which the flag budgets followed, "
+                            "and answers_applied and answers_unmatched), "
                             "for scripts.")
     _add_settings(audit, DETECTOR_FIELDS + EMBEDDING_FIELDS)
     audit.set_defaults(handler=cmd_audit)

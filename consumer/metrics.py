@@ -43,6 +43,10 @@ class Metrics:
         self.reviewer_precision = Gauge(
             "labelwatch_reviewer_confirmed_precision",
             "Share of reviewed flags that reviewers confirmed as wrong labels.", ["dataset"], registry=r)
+        self.estimated_error_rate = Gauge(
+            "labelwatch_estimated_error_rate",
+            "Share of labels estimated wrong, corrected by reviewers' answers: what the flag budgets follow.",
+            ["dataset"], registry=r)
         self.detector_flags = Counter(
             "labelwatch_detector_flags_total", "Review events each detector flagged.", ["detector"], registry=r)
         self.batch_seconds = Histogram(
@@ -107,6 +111,11 @@ class Metrics:
             "labelwatch_build_info", "Version of the running labelwatch.", ["version"], registry=r)
         self.build_info.labels(version=_version()).set(1)
         self._datasets: set[str] = set()
+
+    def publish_error_rate(self, label: str, rate: float | None) -> None:
+        """The estimated error rate of a dataset's label value; nothing while there is no estimate."""
+        if rate is not None:
+            self.estimated_error_rate.labels(dataset=label).set(rate)
 
     def dataset_label(self, dataset: str) -> str:
         """The label value for ``dataset``: itself for the first datasets seen, then ``other``."""

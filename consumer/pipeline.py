@@ -145,6 +145,7 @@ class Pipeline:
             self.metrics.clusters.labels(dataset=label).set(cluster.n_active_clusters)
             if cluster.purity is not None:
                 self.metrics.cluster_purity.labels(dataset=label).set(cluster.purity)
+        self.metrics.publish_error_rate(label, monitor.estimated_error_rate())
 
     def _record_late(self, state: DatasetState, late: list[LateVerdict[Payload]], result: BatchResult) -> None:
         self._record_all(state, [v.payload for v in late], [v.assessment for v in late], result, late=True)

@@ -38,4 +38,5 @@ def apply_corrections(records: Sequence[InputRecord], states: DatasetStates, met
         metrics.corrections.labels(dataset=label, outcome=correction.outcome, applied=done).inc()
         confirmed, false_alarms = state.reviewed.get("confirmed", 0), state.reviewed.get("false_alarm", 0)
         metrics.reviewer_precision.labels(dataset=label).set(confirmed / (confirmed + false_alarms))
+        metrics.publish_error_rate(label, state.monitor.estimated_error_rate())
     return result

@@ -52,7 +52,8 @@ def test_bad_lines_are_reported_with_line_numbers_and_do_not_stop_the_run(tmp_pa
     # the same counts for scripts (bench/quality.py reads them)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary == {"lines": 63, "processed": 60, "rejected": 3, "flagged": len(events),
-                       "flagged_live": summary["flagged_live"], "estimated_error_rate": summary["estimated_error_rate"]}
+                       "flagged_live": summary["flagged_live"], "estimated_error_rate": summary["estimated_error_rate"],
+                       "answers_applied": 0, "answers_unmatched": 0}
     assert 0 <= summary["flagged_live"] <= len(events)
     assert list(summary["estimated_error_rate"]) == ["default"] and 0 <= summary["estimated_error_rate"]["default"] <= 1
 
@@ -79,3 +80,28 @@ def test_text_is_embedded_with_the_packaged_model_offline(tmp_path):
     _, events = _audit(tmp_path, lines, "--n-clusters", "2", "--model-warmup", "10", "--batch-size", "20")
     planted = [e for e in events if e.sample_id == "planted"]
     assert planted and planted[0].suggested_label == "pos"
+
+
+def test_answers_are_applied_once_their_flag_is_sent_and_shrink_an_estimate_reviewers_disown(tmp_path):
+    data = load("digits")
+    noisy, _ = inject_noise(data.labels, 0.10, n_classes=10, seed=5)
+    lines = [orjson.dumps(m) for m in to_messages(data, noisy, order_seed=5)]
+    summary_path = tmp_path / "summary.json"
+    _, plain = _audit(tmp_path, lines, "--summary-out", str(summary_path))
+    plain_summary = json.loads(summary_path.read_text())
+
+    # a reviewer who calls every flag a false alarm; one answer line is not a Correction
+    answers = tmp_path / "answers.jsonl"
+    answers.write_bytes(b"\n".join([orjson.dumps({"dataset": "digits", "sample_id": f"digits-{i}", "outcome": "false_alarm"})
+                                    for i in range(len(data))] + [b'{"sample_id": "digits-1", "outcome": "maybe"}']) + b"\n")
+    done, answered = _audit(tmp_path, lines, "--summary-out", str(summary_path), "--answers", str(answers))
+    summary = json.loads(summary_path.read_text())
+    live = {e.sample_id for e in answered[:summary["flagged_live"]]}
+    assert summary["answers_applied"] == len(live) > 0, "one answer per sample flagged while streaming"
+    assert summary["answers_unmatched"] == len(data) - len(live)
+    assert f"{len(live)} answers applied" in done.stderr
+    rejects = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert [r["dead_letter"]["error_type"] for r in rejects] == ["invalid_correction"] and summary["rejected"] == 1
+    # the root of (0 confirmed + 10) / (every live flag answered + 10)
+    assert summary["estimated_error_rate"]["digits"] < plain_summary["estimated_error_rate"]["digits"] * 0.4
+    assert len(answered) < len(plain) / 2, "the budgets follow the estimate"
