@@ -19,6 +19,7 @@ embedding backend unless ``--embedding-backend`` names another, and cached as ``
     .venv/bin/python bench/quality.py                                  # everything, writes docs/benchmarks.md
     .venv/bin/python bench/quality.py --datasets digits --no-baseline --no-write --audit-args "--n-clusters 64"
     .venv/bin/python bench/quality.py --sweep-k 4,8,16,32,64,128 --datasets digits,image_segments
+    .venv/bin/python bench/quality.py --answers                        # with a reviewer answering every flag
 """
 
 from __future__ import annotations
@@ -132,12 +133,27 @@ def write_stream(case: Case, path: Path) -> None:
             out.write(orjson.dumps(message) + b"\n")
 
 
-def run_audit(case: Case, workdir: Path, audit_args: list[str]) -> dict:
-    """Run the real CLI over the case's stream; metrics of its events and verdicts."""
+def write_answers(case: Case, path: Path) -> None:
+    """A reviewer who is always right, as Correction lines: every corrupted sample confirmed with its
+    true label, every other one a false alarm. ``audit --answers`` applies each once its flag is sent."""
+    with path.open("wb") as out:
+        for i, sample_id in enumerate(case.ids):
+            answer = {"dataset": case.data.name, "sample_id": sample_id, "outcome": "false_alarm"}
+            if case.corrupted[i]:
+                answer.update(outcome="confirmed", corrected_label=case.data.class_names[case.data.labels[i]])
+            out.write(orjson.dumps(answer) + b"\n")
+
+
+def run_audit(case: Case, workdir: Path, audit_args: list[str], answers: bool = False) -> dict:
+    """Run the real CLI over the case's stream (with ``answers``, a reviewer answering every flag:
+    :func:`write_answers`); metrics of its events and verdicts."""
     stem = f"{case.dataset}-{case.setting}-{case.seed}"
     source, events, verdicts, counts = (workdir / f"{stem}.jsonl", workdir / f"{stem}-events.jsonl",
                                         workdir / f"{stem}-verdicts.jsonl", workdir / f"{stem}-summary.json")
     write_stream(case, source)
+    if answers:
+        write_answers(case, workdir / f"{stem}-answers.jsonl")
+        audit_args = [*audit_args, "--answers", str(workdir / f"{stem}-answers.jsonl")]
     command = [sys.executable, "-m", "consumer", "audit", str(source), "--out", str(events),
                "--verdicts-out", str(verdicts), "--summary-out", str(counts), *audit_args]
     started = time.perf_counter()
@@ -176,6 +192,7 @@ def run_audit(case: Case, workdir: Path, audit_args: list[str]) -> dict:
         "flagged_events_without_flagged_verdict": len(flagged - flagged_verdicts),
         "flagged_verdicts_without_event": len(flagged_verdicts - flagged),
         "rejected": summary["rejected"],
+        "answers_applied": summary.get("answers_applied", 0),
         # the share of labels the audit estimated wrong at the end (its flag budgets followed it)
         "estimated_error_rate": next(iter(summary.get("estimated_error_rate", {}).values()), None),
         "cli_summary": (done.stderr.strip().splitlines() or [""])[-1],
@@ -224,7 +241,7 @@ def evaluate(args: argparse.Namespace, audit_args: list[str], workdir: Path) -> 
             print(f"[quality] {name} {setting}: labelwatch audit ...", file=sys.stderr, flush=True)
             row = {"dataset": name, "setting": setting, "kind": case.kind, "rate": case.rate, "seed": args.seed,
                    "n": len(data), "n_classes": len(data.class_names), "dim": int(data.vectors.shape[1]),
-                   "labelwatch": run_audit(case, workdir, audit_args)}
+                   "labelwatch": run_audit(case, workdir, audit_args, args.answers)}
             lw = row["labelwatch"]
             print(f"[quality]   labelwatch P {lw['precision']:.3f} R {lw['recall']:.3f} F1 {lw['f1']:.3f} "
                   f"AUPRC {lw['auprc']:.3f} review {lw['review_fraction']:.3f} in {lw['seconds']:.1f}s",
@@ -286,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR, help="Embeddings and baseline cache.")
     parser.add_argument("--embedding-backend", choices=("torch", "onnx", "onnx-int8"),
                         default=DEFAULT_EMBEDDING_BACKEND, help=f"What embeds the text datasets (default {DEFAULT_EMBEDDING_BACKEND}, the service's).")
+    parser.add_argument("--answers", action="store_true",
+                        help="A reviewer answers every flag, always rightly (audit --answers): the table of the "
+                             "service with its review loop running, in its own section of --out.")
     parser.add_argument("--json-out", type=Path, help="Write every raw number here as JSON.")
     parser.add_argument("--sweep-k", type=lambda v: [int(k) for k in v.split(",") if k.strip()],
                         help="Comma-separated K values: run the K sweep instead of the quality table.")
@@ -293,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     audit_args = shlex.split(args.audit_args)
     env = run_environment(audit_args, args.embedding_backend)
+    if args.answers:
+        env["audit_command"] += " --answers ANSWERS.jsonl"
     if env["labelwatch_env"]:
         print(f"[quality] note: LABELWATCH_* variables are set and reach the audit: {env['labelwatch_env']}",
               file=sys.stderr)
@@ -310,9 +332,9 @@ def main(argv: list[str] | None = None) -> int:
         summary: dict = {"k_without_effect": flat_groups(rows)}
         section = "k-sweep"
     else:
-        text = quality_table(rows, env, args.seed)
+        text = quality_table(rows, env, args.seed, answered=args.answers)
         summary = {k: v for k, v in targets(rows).items() if k != "lines"}
-        section = "quality"
+        section = "quality-answered" if args.answers else "quality"
     text += f"\n\nTotal wall time of this run: {env['total_seconds']:.0f}s."
     print(text)
     if not args.no_write:

@@ -68,9 +68,19 @@ def _header(env: dict, what: str) -> list[str]:
     return lines
 
 
-def quality_table(rows: list[dict], env: dict, seed: int) -> str:
+def quality_table(rows: list[dict], env: dict, seed: int, answered: bool = False) -> str:
     baseline = any(r.get("cleanlab") for r in rows)
-    lines = ["## Detection quality: labelwatch vs cleanlab", ""] + _header(env, "Each row runs")
+    title = ("## Detection quality with reviewers' answers: labelwatch vs cleanlab" if answered else
+             "## Detection quality: labelwatch vs cleanlab")
+    lines = [title, ""] + _header(env, "Each row runs")
+    if answered:
+        lines += [
+            "A reviewer who is always right answers every flag sent while streaming, right after the batch that "
+            "sent it (`audit --answers`, from `bench/quality.py`'s `write_answers`): the corrupted samples confirmed "
+            "with their true label, the others false alarms. Answers correct the error-rate estimate "
+            "(`ConfirmedShare.correction`), so the budgets follow what reviewers confirm; confirmed samples are "
+            "learned with their corrected label and false alarms raise the bar for similar samples. cleanlab "
+            "gets no answers.", ""]
     lines += [
         f"Noise and stream order seeded with {seed}; pair-flip moves class c to c+1. Flagged = distinct "
         "sample ids in EVENTS; labelwatch AUPRC scores each sample by its latest verdict `score` (the final "

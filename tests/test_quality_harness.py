@@ -57,3 +57,19 @@ def test_harness_runs_on_digits_with_the_cleanlab_baseline(tmp_path):
     assert row["cleanlab"]["cached"] is False  # computed fresh in the test's own cache dir
     assert row["cleanlab"]["f1"] > 0.5, row["cleanlab"]  # the reference itself is sane
     assert row["f1_ratio"] == pytest.approx(row["labelwatch"]["f1"] / row["cleanlab"]["f1"])
+
+
+def test_with_answers_an_always_right_reviewer_answers_every_live_flag(tmp_path):
+    out = tmp_path / "q.json"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "quality.py"), "--datasets", "digits", "--settings", "uniform20",
+         "--no-write", "--no-baseline", "--answers", "--json-out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=90,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "## Detection quality with reviewers' answers" in done.stdout and "--answers ANSWERS.jsonl" in done.stdout
+    (row,) = json.loads(out.read_text())["rows"]
+    lw = row["labelwatch"]
+    assert lw["answers_applied"] > 0 and lw["rejected"] == 0
+    # an answer per sample flagged while streaming: live flags are all answered, and nothing else is
+    assert lw["answers_applied"] == round(lw["live"]["review_fraction"] * lw["n"])
