@@ -10,7 +10,7 @@ import numpy as np
 
 from detectors.assessment import Assessment, LateVerdict
 from detectors.base import Batch, Detector, Signal
-from detectors.budget import FlagBudget, allowance
+from detectors.budget import LIVE_SHARE, FlagBudget, allowance
 from detectors.combine import Combiner
 from detectors.config import EVIDENCE, MonitorConfig
 from detectors.context import ReviewContext
@@ -218,15 +218,16 @@ class LabelMonitor:
             return None
         return rate * self.confirmed.correction
 
-    def _allowance(self, n: int) -> float | None:
-        """How many flags may have been sent while streaming after ``n`` samples (:func:`~detectors.budget.allowance`)
-        at the :meth:`estimated_error_rate`; ``None``: no limit."""
-        return allowance(self.estimated_error_rate(), n)
+    def _allowance(self, n: int, *, live: bool = False) -> float | None:
+        """How many flags ``n`` samples allow (:func:`~detectors.budget.allowance`) at the :meth:`estimated_error_rate`,
+        or while streaming (``live``) at :data:`~detectors.budget.LIVE_SHARE` of it; ``None``: no limit."""
+        rate = self.estimated_error_rate()
+        return allowance(None if rate is None else rate * (LIVE_SHARE if live else 1.0), n)
 
     def _within_budget(self, assessments: list[Assessment], *, late: bool) -> list[Assessment]:
         """Withdraw flags beyond the live flag budget (:class:`~detectors.budget.FlagBudget`): first verdicts
         at their stream positions, re-audits at the samples learned."""
-        return self.budget.within(assessments, late=late, allowance=self._allowance,
+        return self.budget.within(assessments, late=late, allowance=lambda n: self._allowance(n, live=True),
                                   first_position=self.n_learned if late else self.n_seen)
 
     def correct(self, sample_id: str, outcome: str, corrected_label: str | None = None) -> str:

@@ -9,6 +9,7 @@ import orjson
 
 from consumer.pipeline import InputRecord, Pipeline
 from detectors import Batch, ConfidentLearning, FoldLDA, LabelIndex, LabelMonitor, MonitorConfig, NeighborIndex
+from detectors.budget import LIVE_SHARE, allowance
 from schemas import make_event_id
 
 CENTERS = np.array([[4.0, 0, 0, 0], [0, 4.0, 0, 0], [0, 0, 4.0, 0]])
@@ -126,10 +127,10 @@ def test_confident_learning_blends_the_user_prediction_before_thresholding():
     assert with_user.score > without.score
 
 
-def test_flags_sent_while_streaming_stay_within_the_estimated_number_of_label_errors():
+def test_flags_sent_while_streaming_stay_within_half_the_estimated_number_of_label_errors():
     # cluster disagreement and confident learning both vote (union), and the clusters flag far more
     # than the noise (one cluster, a majority of a fifth suffices): first verdicts and re-audits
-    # share one budget, confident learning's estimate of the label errors among the samples seen
+    # share one budget, half of confident learning's estimate of the label errors among the samples seen
 
     from test_replay_determinism import CONFIG, sequence
 
@@ -145,8 +146,12 @@ def test_flags_sent_while_streaming_stay_within_the_estimated_number_of_label_er
         account = monitor.budget.account
         assert account["at_step"] + account["first"] + account["late"] == monitor.n_flagged_live
         spent = max(account["first"], account["late"])
-        assert spent == 0 or account["at_step"] + spent <= monitor._allowance(monitor.n_seen)
+        assert spent == 0 or account["at_step"] + spent <= monitor._allowance(monitor.n_seen, live=True)
     assert withdrawn > 0.5 * monitor.n_flagged_live, "the budget must have bound, or this proves little"
+    final = sum(late.assessment.verdict.flagged for late in monitor.flush())
+    assert monitor.n_flagged_live + final > allowance(LIVE_SHARE * monitor.estimated_error_rate(), 3000), \
+        "the final re-audit may spend the half that streaming kept back"
+    assert monitor.n_flagged_live + final <= monitor._allowance(monitor.n_learned)
 
 
 def test_the_noise_budget_spends_on_the_samples_surest_of_another_class():
@@ -187,12 +192,12 @@ def test_the_final_reaudit_flags_only_what_streaming_left_of_the_budget_and_keep
         rows = slice(start, start + 100)
         monitor.process(Batch.of(vectors[rows], labels[rows], ids=ids[rows]), payloads=ids[rows])
     unbounded = copy.deepcopy(monitor)
-    unbounded._allowance = lambda n: None
+    unbounded._allowance = lambda n, live=False: None
     scores = {late.payload: late.assessment.verdict.score for late in unbounded.flush() if late.assessment.verdict.flagged}
     # an estimate that leaves room for 20 more flags than streaming sent, fewer than cleanlab would add
     room = 20
     assert len(scores) > room
-    monitor._allowance = lambda n: monitor.n_flagged_live + room + 0.5
+    monitor._allowance = lambda n, live=False: monitor.n_flagged_live + room + 0.5
     final = [late for late in monitor.flush() if late.assessment.verdict.flagged]
     assert len(final) == room
     assert sorted(late.assessment.verdict.score for late in final) == sorted(scores.values())[-room:]
