@@ -28,7 +28,8 @@ class AnchorNoise:
     labelled otherwise (``T[i, i] < 1/2``) has no typical samples the model can find: the
     probabilities do not know it yet, or its label is mostly given to other classes' samples (a
     rare class under uniform noise). Its rate cannot be told apart from the model's ignorance, so it
-    is left out too. The error rate weighs the other classes' flip-out rates ``1 - T[i, i]`` by the
+    is left out too; only where the share is below 1/2 by more than a binomial standard deviation of
+    its anchors (``1/(2√m)``: 0.39 at 20 anchors), so that sampling alone does not drop a class. The error rate weighs the other classes' flip-out rates ``1 - T[i, i]`` by the
     number of samples labelled *i*.
 
     >>> rng = np.random.default_rng(0)
@@ -63,16 +64,21 @@ class AnchorNoise:
 
     def transition(self) -> np.ndarray:
         """``T[i, j]``, the share labelled *j* among class *i*'s anchors; a row of NaN where class *i* has too few."""
+        return self._transition()[0]
+
+    def _transition(self) -> tuple[np.ndarray, np.ndarray]:
+        """The transition matrix and each class's number of anchors (0: too few)."""
         n_rows, n_classes = self._proba.shape
         counts = np.bincount(self._labels, minlength=n_classes)
         out = np.full((n_classes, n_classes), np.nan)
+        sizes = np.zeros(n_classes, dtype=np.int64)
         for i in range(n_classes):
             m = max(self.min_anchors, math.ceil(self.top * counts[i]))
             if counts[i] < self.min_anchors or m > n_rows:
                 continue
             anchors = np.argpartition(-self._proba[:, i], m - 1)[:m]
-            out[i] = np.bincount(self._labels[anchors], minlength=n_classes) / m
-        return out
+            out[i], sizes[i] = np.bincount(self._labels[anchors], minlength=n_classes) / m, m
+        return out, sizes
 
     def error_rate(self) -> float | None:
         """The estimated share of samples mislabelled (``None`` until some class has its anchors)."""
@@ -81,9 +87,10 @@ class AnchorNoise:
         return self._rate[0]
 
     def _error_rate(self) -> float | None:
-        transition = self.transition()
+        transition, sizes = self._transition()
         kept = np.diag(transition)
-        known = kept >= 0.5  # (NaN: too few samples)
+        # mostly labelled otherwise, beyond a binomial standard deviation of its anchors (NaN: too few)
+        known = kept + 0.5 / np.sqrt(np.maximum(sizes, 1)) >= 0.5
         if not known.any():
             return None
         labelled = np.bincount(self._labels, minlength=len(transition))[known]
