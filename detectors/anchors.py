@@ -28,9 +28,10 @@ class AnchorNoise:
     labelled otherwise (``T[i, i] < 1/2``) has no typical samples the model can find: the
     probabilities do not know it yet, or its label is mostly given to other classes' samples (a
     rare class under uniform noise). Its rate cannot be told apart from the model's ignorance, so it
-    is left out too; only where the share is below 1/2 by more than a binomial standard deviation of
-    its anchors (``1/(2√m)``: 0.39 at 20 anchors), so that sampling alone does not drop a class. The error rate weighs the other classes' flip-out rates ``1 - T[i, i]`` by the
-    number of samples labelled *i*.
+    is left out too, but only where the share is below 1/2 by more than a binomial standard deviation
+    of its ``m`` anchors (``1/(2√m)``: below 0.39 at 20 anchors), so that sampling alone does not drop
+    a class. The error rate weighs the other classes' flip-out rates ``1 - T[i, i]`` by the number of
+    samples labelled *i*.
 
     >>> rng = np.random.default_rng(0)
     >>> truth = rng.integers(0, 2, 4000)

@@ -12,11 +12,11 @@ from detectors.base import Signal  # noqa: F401 (the examples)
 
 LIVE_SHARE = 0.5
 """The share of the estimated label errors that flags sent while streaming may spend; the rest is kept
-for the final re-audit at the end of an input (``audit``, ``evaluate``, the demo), whose evidence is complete.
-On text, flags sent while streaming were right 0.32–0.45 of the time; on tweets u20, those the final
-re-audit added were right 0.61 of the time. With reviewers' answers, half (against all) took tweets F1 from 0.527 to 0.593 (u10),
-0.426 to 0.618 (u20) and 0.430 to 0.469 (p20); no other row moved by more than 0.004, with answers or
-without (docs/detection.md)."""
+for the final re-audit at the end of an input (``audit``, ``evaluate``, the demo), whose evidence is
+complete. On text, flags sent while streaming were right 0.32–0.45 of the time; on tweets u20, those
+the final re-audit added were right 0.61 of the time. With reviewers' answers, half (against all)
+took tweets F1 from 0.527 to 0.593 (u10), 0.426 to 0.618 (u20) and 0.430 to 0.469 (p20); no other
+row moved by more than 0.004, with answers or without (docs/detection.md)."""
 
 
 def allowance(rate: float | None, n: int) -> float | None:

@@ -211,7 +211,8 @@ class LabelMonitor:
     def estimated_error_rate(self) -> float | None:
         """The share of labels estimated wrong: the first voting detector's estimate, corrected by the share
         of answered flags that reviewers confirmed (:attr:`ConfirmedShare.correction
-        <detectors.reviewed.ConfirmedShare.correction>`; 1 before any answer). The flag budgets follow it. ``None``: no detector estimates one, and flags have no limit."""
+        <detectors.reviewed.ConfirmedShare.correction>`; 1 before any answer). The flag budgets follow it.
+        ``None``: no detector estimates one, and flags have no limit."""
         rates = (d.estimated_error_rate() for d in self.detectors if self.voters is None or d.name in self.voters)
         rate = next((rate for rate in rates if rate is not None), None)
         if rate is None:
