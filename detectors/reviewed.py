@@ -23,12 +23,17 @@ class ConfirmedShare:
     ...     share.add(outcome)
     >>> share.n_answers, round(share.value, 3), round(share.correction, 3)
     (40, 0.4, 0.632)
+    >>> share = ConfirmedShare(prior=0, window=2)  # the last two answers only
+    >>> for outcome in ["confirmed", "false_alarm", "false_alarm"]:
+    ...     share.add(outcome)
+    >>> share.n_confirmed, share.value
+    (0, 0.0)
     """
 
     prior: float = 10.0
     window: int = 2000
     answers: deque = field(default_factory=deque, repr=False)  # True: confirmed
-    n_confirmed: int = 0  # every error confirmed so far, window or not
+    n_confirmed: int = 0  # among ``answers`` (the budgets ask for the share once per flag)
 
     def add(self, outcome: str) -> None:
         """Record one answer: ``confirmed`` or ``false_alarm`` (others, such as ``skip``, say nothing)."""
@@ -37,7 +42,7 @@ class ConfirmedShare:
         self.answers.append(outcome == "confirmed")
         self.n_confirmed += outcome == "confirmed"
         while len(self.answers) > self.window:
-            self.answers.popleft()
+            self.n_confirmed -= self.answers.popleft()
 
     @property
     def n_answers(self) -> int:
@@ -45,8 +50,7 @@ class ConfirmedShare:
 
     @property
     def value(self) -> float:
-        confirmed = sum(self.answers)
-        return (confirmed + self.prior) / (len(self.answers) + self.prior)
+        return (self.n_confirmed + self.prior) / (len(self.answers) + self.prior)
 
     @property
     def correction(self) -> float:
@@ -56,6 +60,6 @@ class ConfirmedShare:
         labels alone is most over-confident, and even a right estimate ranks some clean samples among
         them, so their confirmed share is below the share of the estimate that is real noise (with an
         always-right reviewer, the share times the estimate said 0.06 to 0.08 at a true 0.10 on text).
-        The root, half the correction on a log scale, came within 0.035 of the true rate on every text row
-        (docs/detection.md, "Reviewers' answers")."""
+        The root, half the correction on a log scale, came within 0.035 of the true rate on every text
+        row (docs/detection.md, "Reviewers' answers")."""
         return self.value ** 0.5
