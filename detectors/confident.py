@@ -335,7 +335,7 @@ class ConfidentLearning(Detector):
         learned = np.pad(self._learned_per_class, (0, len(self.classes) - len(self._learned_per_class)))
         judged_blind = not (proba.sum(axis=1) > 0).any()
         annotated = (None if batch.annotated is None else
-                     np.array([-1 if label is None else self.classes.encode([label])[0] for label in batch.annotated]))
+                     np.array([-1 if label is None else self.classes.id_of(label) for label in batch.annotated]))
         Calibration(self.thresholds, self.budget).learn(proba, label_ids, self._teaches(proba, label_ids, learned),
                                                         annotated)
         if self.neighbors is not None:

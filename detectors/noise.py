@@ -182,17 +182,15 @@ class Calibration:
         reviewers' corrections, picked because the evidence was clear, would make their classes look clean."""
         if has_evidence is None:
             has_evidence = proba.sum(axis=1) > 0
-        if annotated_ids is not None:
-            stream = has_evidence & (annotated_ids >= 0)
-            self.budget.anchors.update(proba[stream], annotated_ids[stream])
+        annotated_ids = label_ids if annotated_ids is None else annotated_ids
+        stream = has_evidence & (annotated_ids >= 0)
+        self.budget.anchors.update(proba[stream], annotated_ids[stream])
         proba, label_ids = proba[has_evidence], label_ids[has_evidence]
         self.thresholds.update(proba, label_ids)
         thresholds = self.thresholds.values(proba.shape[1])
         rule, _ = confident_disagreement(proba, label_ids, thresholds)
         counted = (proba >= thresholds[None, :]).any(axis=1)  # in the confident joint
         self.budget.update(label_margin(proba, label_ids), label_ids, rule, counted)
-        if annotated_ids is None:
-            self.budget.anchors.update(proba, label_ids)
 
     def estimated_error_rate(self) -> float:
         """The share of samples mislabelled: the anchor estimate (:class:`~detectors.anchors.AnchorNoise`),
